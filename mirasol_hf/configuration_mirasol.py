@@ -1,0 +1,419 @@
+"""Configuration of Mirasol3B: one sub-config per part of the architecture, chunking and loss weights on top.
+
+Sizes live here and nowhere else. `MirasolConfig.from_preset(name)` gives the paper's models ("mirasol-3b",
+"mirasol-small") and a "tiny" one for tests. Details the paper leaves open are switches documented in
+`docs/architecture.md`.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+from transformers import PreTrainedConfig
+
+
+def _check_heads(name: str, num_attention_heads: int, head_dim: int | None, hidden_size: int) -> int:
+    """Returns the head size, checking it can be derived when not given."""
+    if num_attention_heads < 1:
+        raise ValueError(f"{name}.num_attention_heads must be >= 1, got {num_attention_heads}")
+    if head_dim is None:
+        if hidden_size % num_attention_heads != 0:
+            raise ValueError(
+                f"{name}.hidden_size ({hidden_size}) is not divisible by num_attention_heads ({num_attention_heads}); "
+                "set head_dim explicitly"
+            )
+        head_dim = hidden_size // num_attention_heads
+    return head_dim
+
+
+class MirasolEncoderConfig(PreTrainedConfig):
+    """Shared fields of the ViT-style transformers (encoders, combiner, latent model, reconstruction decoder).
+
+    The attention width is `num_attention_heads * head_dim` and may differ from `hidden_size` (the paper's ViT-L uses
+    16 heads of 80 on a 1024-wide residual stream).
+    """
+
+    hidden_size: int = 32
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 2
+    head_dim: int | None = None
+    intermediate_size: int = 64
+    hidden_act: str = "gelu"
+    layer_norm_eps: float = 1e-6
+    attention_dropout: float = 0.0
+    hidden_dropout: float = 0.0
+    initializer_range: float = 0.02
+
+    def __post_init__(self, **kwargs):
+        self.head_dim = _check_heads(self.model_type, self.num_attention_heads, self.head_dim, self.hidden_size)
+        if self.hidden_size < 6:
+            # The 3D sin-cos position embedding needs at least one frequency per axis (sin + cos for t, y, x).
+            raise ValueError(f"{self.model_type}.hidden_size must be >= 6, got {self.hidden_size}")
+        super().__post_init__(**kwargs)
+
+
+def _default_tubes():
+    # TubeViT-style sparse tubes adapted to 8-frame chunks at 224x224: the 1x16x16 tube is the 2D-patch path.
+    return [
+        {"kernel": [1, 16, 16], "stride": [8, 16, 16], "offset": [0, 0, 0]},
+        {"kernel": [8, 8, 8], "stride": [8, 32, 32], "offset": [0, 0, 0]},
+        {"kernel": [4, 12, 12], "stride": [4, 32, 32], "offset": [0, 16, 16]},
+    ]
+
+
+class MirasolVideoConfig(MirasolEncoderConfig):
+    """Video encoder: sparse tubes (one Conv3d each) into a ViT, applied to each chunk of frames.
+
+    `tubes` is a list of `{"kernel": [t, h, w], "stride": [t, h, w], "offset": [t, y, x]}`.
+    """
+
+    model_type = "mirasol_video"
+    base_config_key = "video_config"
+
+    image_size: int = 224
+    num_channels: int = 3
+    tubes: list | None = None
+
+    def __post_init__(self, **kwargs):
+        if self.tubes is None:
+            self.tubes = _default_tubes()
+        for tube in self.tubes:
+            for key in ("kernel", "stride", "offset"):
+                if key not in tube or len(tube[key]) != 3:
+                    raise ValueError(f"each video tube needs a 3-element '{key}', got {tube}")
+        super().__post_init__(**kwargs)
+
+
+class MirasolAudioConfig(MirasolEncoderConfig):
+    """Audio encoder: 2D patches over (mel, time) of one chunk's log-mel spectrogram, into a ViT."""
+
+    model_type = "mirasol_audio"
+    base_config_key = "audio_config"
+
+    num_mel_bins: int = 128
+    patch_size: list | None = None  # (mel, time)
+
+    def __post_init__(self, **kwargs):
+        if self.patch_size is None:
+            self.patch_size = [16, 16]
+        if self.num_mel_bins % self.patch_size[0] != 0:
+            raise ValueError(
+                f"audio_config.num_mel_bins ({self.num_mel_bins}) must be a multiple of patch_size[0] "
+                f"({self.patch_size[0]})"
+            )
+        super().__post_init__(**kwargs)
+
+
+class MirasolCombinerConfig(MirasolEncoderConfig):
+    """Combiner: fuses one chunk's video and audio tokens into `num_output_tokens` (the paper's m) tokens.
+
+    `combiner_type="transformer"` (the paper's main combiner) runs a transformer over [video; audio] and keeps the
+    last `num_output_tokens` outputs; `attention_type` is "causal" or "full" (the paper does not say which).
+    """
+
+    model_type = "mirasol_combiner"
+    base_config_key = "combiner_config"
+
+    combiner_type: str = "transformer"
+    num_output_tokens: int = 32
+    attention_type: str = "causal"
+
+    def __post_init__(self, **kwargs):
+        if self.attention_type not in ("causal", "full"):
+            raise ValueError(f"combiner_config.attention_type must be 'causal' or 'full', got {self.attention_type!r}")
+        if self.num_output_tokens < 1:
+            raise ValueError(f"combiner_config.num_output_tokens must be >= 1, got {self.num_output_tokens}")
+        super().__post_init__(**kwargs)
+
+
+class MirasolLatentConfig(MirasolEncoderConfig):
+    """Latent model: a block-causal transformer over the chunks' combined tokens.
+
+    It trains with the latent loss: a predictor on `h_t` regresses the stop-gradient combiner output `x_{t+1}`,
+    by `latent_loss_type` "cosine" (default) or "l2".
+    """
+
+    model_type = "mirasol_latent"
+    base_config_key = "latent_config"
+
+    latent_loss_type: str = "cosine"
+
+    def __post_init__(self, **kwargs):
+        if self.latent_loss_type not in ("cosine", "l2"):
+            raise ValueError(f"latent_config.latent_loss_type must be 'cosine' or 'l2', got {self.latent_loss_type!r}")
+        super().__post_init__(**kwargs)
+
+
+class MirasolReconstructionConfig(MirasolEncoderConfig):
+    """Reconstruction decoder: a small transformer from `h_t` to the patches of the next chunk, downsampled.
+
+    The target is chunk `t+1` resized to `num_frames` x `image_size` x `image_size` and cut into patches of
+    `patch_size` (t, h, w); the loss is the mean squared error on the (already normalized) pixels.
+    """
+
+    model_type = "mirasol_reconstruction"
+    base_config_key = "reconstruction_config"
+
+    num_frames: int = 2
+    image_size: int = 8
+    patch_size: list | None = None
+
+    def __post_init__(self, **kwargs):
+        if self.patch_size is None:
+            self.patch_size = [1, 4, 4]
+        pt, ph, pw = self.patch_size
+        if self.num_frames % pt or self.image_size % ph or self.image_size % pw:
+            raise ValueError(
+                f"reconstruction_config.patch_size {self.patch_size} must divide (num_frames, image_size, image_size) "
+                f"= ({self.num_frames}, {self.image_size}, {self.image_size})"
+            )
+        super().__post_init__(**kwargs)
+
+
+class MirasolTextConfig(PreTrainedConfig):
+    """Llama-style text decoder with gated cross-attention blocks before the layers in `cross_attention_layers`.
+
+    Field names follow `LlamaConfig` so that a Llama-family checkpoint's config maps onto it. The cross-attention
+    blocks attend to the latent model's outputs (width `cross_attention_hidden_size`); a block's MLP has
+    `cross_attention_intermediate_size` units (None: same as `intermediate_size`; 0: attention only).
+    """
+
+    model_type = "mirasol_text"
+    base_config_key = "text_config"
+
+    vocab_size: int = 256
+    hidden_size: int = 64
+    intermediate_size: int = 128
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 4
+    num_key_value_heads: int | None = None
+    head_dim: int | None = None
+    hidden_act: str = "silu"
+    max_position_embeddings: int = 2048
+    initializer_range: float = 0.02
+    rms_norm_eps: float = 1e-6
+    use_cache: bool = True
+    rope_parameters: dict | None = None
+    attention_bias: bool = False
+    attention_output_bias: bool = False
+    attention_dropout: float = 0.0
+    mlp_bias: bool = False
+    tie_word_embeddings: bool = True
+    pad_token_id: int | None = 0
+    bos_token_id: int | None = 1
+    eos_token_id: int | list | None = 2
+    cross_attention_layers: list | None = None
+    cross_attention_hidden_size: int = 32
+    cross_attention_intermediate_size: int | None = None
+    cross_attention_mode: str = "global"
+
+    def __post_init__(self, **kwargs):
+        if self.num_key_value_heads is None:
+            self.num_key_value_heads = self.num_attention_heads
+        self.head_dim = _check_heads("text_config", self.num_attention_heads, self.head_dim, self.hidden_size)
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError(
+                f"text_config.num_attention_heads ({self.num_attention_heads}) must be a multiple of "
+                f"num_key_value_heads ({self.num_key_value_heads})"
+            )
+        if self.cross_attention_layers is None:
+            self.cross_attention_layers = list(range(self.num_hidden_layers))
+        bad = [i for i in self.cross_attention_layers if not 0 <= i < self.num_hidden_layers]
+        if bad:
+            raise ValueError(f"text_config.cross_attention_layers {bad} are outside [0, {self.num_hidden_layers})")
+        if self.cross_attention_intermediate_size is None:
+            self.cross_attention_intermediate_size = self.intermediate_size
+        if self.cross_attention_mode != "global":
+            raise ValueError(f"text_config.cross_attention_mode must be 'global', got {self.cross_attention_mode!r}")
+        if self.rope_parameters is None:
+            self.rope_parameters = {"rope_type": "default", "rope_theta": 10000.0}
+        super().__post_init__(**kwargs)
+
+
+class MirasolConfig(PreTrainedConfig):
+    """Configuration of a Mirasol model.
+
+    A clip is `num_chunks` chunks of `frames_per_chunk` frames; chunk `t`'s audio is `audio_frames_per_chunk` log-mel
+    frames covering the same time window. Losses: `text_loss_weight * text + latent_loss_weight * latent +
+    reconstruction_loss_weight * reconstruction`.
+
+    Example:
+        >>> config = MirasolConfig.from_preset("tiny")
+        >>> model = MirasolForConditionalGeneration(config)
+    """
+
+    model_type = "mirasol"
+    sub_configs_defaults = {
+        "video_config": MirasolVideoConfig,
+        "audio_config": MirasolAudioConfig,
+        "combiner_config": MirasolCombinerConfig,
+        "latent_config": MirasolLatentConfig,
+        "reconstruction_config": MirasolReconstructionConfig,
+        "text_config": MirasolTextConfig,
+    }
+
+    video_config: dict | PreTrainedConfig | None = None
+    audio_config: dict | PreTrainedConfig | None = None
+    combiner_config: dict | PreTrainedConfig | None = None
+    latent_config: dict | PreTrainedConfig | None = None
+    reconstruction_config: dict | PreTrainedConfig | None = None
+    text_config: dict | PreTrainedConfig | None = None
+    num_chunks: int = 4
+    frames_per_chunk: int = 8
+    audio_frames_per_chunk: int = 128
+    text_loss_weight: float = 1.0
+    latent_loss_weight: float = 1.0
+    reconstruction_loss_weight: float = 1.0
+    label_smoothing: float = 0.0
+    tie_word_embeddings: bool = True
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        # The text decoder's cross-attention reads the latent model's outputs.
+        self.text_config.cross_attention_hidden_size = self.latent_config.hidden_size
+        self.tie_word_embeddings = self.text_config.tie_word_embeddings
+        for name in ("num_chunks", "frames_per_chunk", "audio_frames_per_chunk"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.audio_frames_per_chunk % self.audio_config.patch_size[1] != 0:
+            raise ValueError(
+                f"audio_frames_per_chunk ({self.audio_frames_per_chunk}) must be a multiple of "
+                f"audio_config.patch_size[1] ({self.audio_config.patch_size[1]})"
+            )
+
+    # Token ids live on the text decoder; mirrored here because generation and the processor look for them.
+    @property
+    def pad_token_id(self):
+        return self.text_config.pad_token_id
+
+    @property
+    def bos_token_id(self):
+        return self.text_config.bos_token_id
+
+    @property
+    def eos_token_id(self):
+        return self.text_config.eos_token_id
+
+    @property
+    def vocab_size(self):
+        return self.text_config.vocab_size
+
+    @property
+    def num_frames(self) -> int:
+        """Frames per clip at the default chunking."""
+        return self.num_chunks * self.frames_per_chunk
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> "MirasolConfig":
+        """A named configuration: "tiny" (tests), "mirasol-small" (~1.15B), "mirasol-3b" (~3B).
+
+        `overrides` are top-level fields, or sub-config dicts that update the preset's sub-config fields
+        (e.g. `text_config={"vocab_size": 1000}`).
+        """
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+        kwargs = copy.deepcopy(PRESETS[name])
+        for key, value in overrides.items():
+            if key in cls.sub_configs_defaults and isinstance(value, dict):
+                kwargs.setdefault(key, {}).update(value)
+            else:
+                kwargs[key] = value
+        return cls(**kwargs)
+
+
+def _vit(hidden, layers, heads, mlp, head_dim=None):
+    return {
+        "hidden_size": hidden,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "head_dim": head_dim,
+        "intermediate_size": mlp,
+    }
+
+
+# Sizes from the paper and its supplement (see ../shared/DESIGN.md section 1 and docs/architecture.md).
+_COMBINER_SIZED = _vit(1024, 8, 16, 4096, 64)
+_PAPER_AUDIO = {**_vit(768, 12, 12, 3072), "num_mel_bins": 128, "patch_size": [16, 16]}
+_PAPER_RECONSTRUCTION = {**_COMBINER_SIZED, "num_frames": 4, "image_size": 56, "patch_size": [2, 8, 8]}
+_PAPER_CHUNKING = {"num_chunks": 16, "frames_per_chunk": 8, "audio_frames_per_chunk": 128}
+
+PRESETS = {
+    "tiny": {
+        "video_config": {
+            **_vit(32, 2, 2, 64),
+            "image_size": 32,
+            "tubes": [
+                {"kernel": [1, 8, 8], "stride": [2, 8, 8], "offset": [0, 0, 0]},
+                {"kernel": [4, 8, 8], "stride": [4, 16, 16], "offset": [0, 0, 0]},
+                {"kernel": [2, 4, 4], "stride": [2, 16, 16], "offset": [0, 8, 8]},
+            ],
+        },
+        "audio_config": {**_vit(32, 2, 2, 64), "num_mel_bins": 16, "patch_size": [8, 8]},
+        "combiner_config": {**_vit(32, 2, 2, 64), "num_output_tokens": 4},
+        "latent_config": _vit(32, 2, 2, 64),
+        "reconstruction_config": {**_vit(32, 1, 2, 64), "num_frames": 2, "image_size": 8, "patch_size": [1, 4, 4]},
+        "text_config": {
+            "vocab_size": 128,
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "cross_attention_layers": [1],
+            "max_position_embeddings": 256,
+        },
+        "num_chunks": 4,
+        "frames_per_chunk": 4,
+        "audio_frames_per_chunk": 16,
+    },
+    "mirasol-small": {
+        "video_config": {**_vit(1024, 24, 16, 4096, 80), "image_size": 224},
+        "audio_config": _PAPER_AUDIO,
+        "combiner_config": {**_COMBINER_SIZED, "num_output_tokens": 32},
+        "latent_config": _COMBINER_SIZED,
+        "reconstruction_config": _PAPER_RECONSTRUCTION,
+        "text_config": {
+            "vocab_size": 256000,
+            "hidden_size": 1024,
+            "intermediate_size": 4096,
+            "num_hidden_layers": 8,
+            "num_attention_heads": 16,
+            "cross_attention_layers": [1, 3, 5, 7],
+            "cross_attention_intermediate_size": 0,
+        },
+        **_PAPER_CHUNKING,
+    },
+    "mirasol-3b": {
+        "video_config": {**_vit(1280, 32, 16, 5120, 80), "image_size": 224},
+        "audio_config": _PAPER_AUDIO,
+        "combiner_config": {**_COMBINER_SIZED, "num_output_tokens": 32},
+        "latent_config": _COMBINER_SIZED,
+        "reconstruction_config": _PAPER_RECONSTRUCTION,
+        "text_config": {
+            "vocab_size": 256000,
+            "hidden_size": 1536,
+            "intermediate_size": 12288,
+            "num_hidden_layers": 18,
+            "num_attention_heads": 12,
+            "head_dim": 128,
+            "cross_attention_layers": [2, 5, 8, 11, 14, 17],
+        },
+        **_PAPER_CHUNKING,
+    },
+}
+
+
+def conv_output_size(size: int, kernel: int, stride: int, offset: int) -> int:
+    """Number of positions a kernel visits along an axis of `size`, starting at `offset`."""
+    span = size - offset - kernel
+    return 0 if span < 0 else span // stride + 1
+
+
+def num_video_tokens(video_config: MirasolVideoConfig, frames: int, height: int, width: int) -> int:
+    """Tokens the video encoder emits for one chunk of `frames` x `height` x `width`."""
+    total = 0
+    for tube in video_config.tubes:
+        axes = zip((frames, height, width), tube["kernel"], tube["stride"], tube["offset"])
+        total += math.prod(conv_output_size(*axis) for axis in axes)
+    return total

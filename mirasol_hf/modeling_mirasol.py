@@ -1,0 +1,499 @@
+"""Mirasol3B as a transformers model, read top to bottom in the order data flows.
+
+    pixel_values_videos ─► video encoder ─┐ per chunk
+    input_features      ─► audio encoder ─┤
+                                          ▼
+                                      combiner ─► x (B, T, m, d_c)
+                                          ▼
+                                    latent model ─► h (B, T, m, d)  ─► latent loss, reconstruction loss
+                                          ▼
+    input_ids ─────────────────► text decoder (cross-attends to h) ─► logits ─► text loss / generate()
+
+`MirasolModel.encode_media` runs everything above the text decoder; its output can be passed back as
+`media_latents=` to `forward` and `generate` (asking many questions about one video encodes it once).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import GenerationMixin, PreTrainedModel
+from transformers import initialization as init
+from transformers.cache_utils import Cache
+from transformers.modeling_utils import slice_logits_to_keep
+from transformers.utils import ModelOutput
+
+from .audio_encoder import MirasolAudioEncoder
+from .combiners import MirasolCombiner, build_combiner
+from .configuration_mirasol import MirasolConfig, num_video_tokens
+from .latent_model import MirasolLatentModel, MirasolLatentPredictor, latent_loss
+from .layers import MirasolEncoderLayer
+from .reconstruction import MirasolReconstructionDecoder, reconstruction_loss
+from .text_decoder import MirasolGatedCrossAttentionBlock, MirasolTextDecoderLayer, MirasolTextModel
+from .video_encoder import MirasolVideoEncoder
+
+
+@dataclass
+class MirasolMediaOutput(ModelOutput):
+    """What `encode_media` returns.
+
+    media_latents: (B, T, m, d) latent-model outputs h, what the text decoder attends to.
+    media_chunk_mask: (B, T) bool, chunks holding video or audio.
+    combined_features: (B, T, m, d_c) combiner outputs x, the latent loss targets.
+    """
+
+    media_latents: torch.FloatTensor | None = None
+    media_chunk_mask: torch.BoolTensor | None = None
+    combined_features: torch.FloatTensor | None = None
+
+
+@dataclass
+class MirasolModelOutputWithPast(ModelOutput):
+    last_hidden_state: torch.FloatTensor | None = None
+    past_key_values: Cache | None = None
+    media_latents: torch.FloatTensor | None = None
+    media_chunk_mask: torch.BoolTensor | None = None
+    combined_features: torch.FloatTensor | None = None
+
+
+@dataclass
+class MirasolCausalLMOutputWithPast(ModelOutput):
+    """`loss` is the weighted total; each component is reported next to it (None when not computed)."""
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    past_key_values: Cache | None = None
+    text_loss: torch.FloatTensor | None = None
+    latent_loss: torch.FloatTensor | None = None
+    reconstruction_loss: torch.FloatTensor | None = None
+    media_latents: torch.FloatTensor | None = None
+    media_chunk_mask: torch.BoolTensor | None = None
+
+
+def text_cross_entropy(
+    logits: torch.Tensor, labels: torch.Tensor, num_items_in_batch=None, label_smoothing: float = 0.0
+) -> torch.Tensor:
+    """Next-token cross-entropy; labels -100 are ignored.
+
+    Summed and divided by `num_items_in_batch` when Trainer gives it (the supervised tokens of the whole accumulated
+    batch), so gradient accumulation matches one large batch; otherwise the mean over this batch's tokens.
+    """
+    logits = logits[:, :-1].float()
+    targets = labels[:, 1:].to(logits.device)
+    total = F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]),
+        targets.reshape(-1),
+        ignore_index=-100,
+        reduction="sum",
+        label_smoothing=label_smoothing,
+    )
+    if num_items_in_batch is None:
+        num_items_in_batch = (targets != -100).sum().clamp(min=1)
+    if torch.is_tensor(num_items_in_batch):
+        num_items_in_batch = num_items_in_batch.to(total.device)
+    return total / num_items_in_batch
+
+
+class MirasolPreTrainedModel(PreTrainedModel):
+    config_class = MirasolConfig
+    config: MirasolConfig
+    base_model_prefix = "model"
+    input_modalities = ("video", "audio", "text")
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["MirasolEncoderLayer", "MirasolTextDecoderLayer", "MirasolGatedCrossAttentionBlock"]
+    _skip_keys_device_placement = ["past_key_values"]
+    _supports_sdpa = True
+    _supports_flash_attn = False  # the block-causal and cross-attention masks are 4D
+    _supports_attention_backend = True
+
+    def post_init(self):
+        super().post_init()
+        # transformers resolves the attention implementation on the top-level config only; the parts of Mirasol are
+        # plain modules reading their own sub-config, so hand it down (the setter recurses into sub-configs).
+        self.config._attn_implementation = self.config._attn_implementation
+
+    def set_attn_implementation(self, attn_implementation, *args, **kwargs):
+        # Sub-configs belong to plain modules, which transformers can only set "in the dark" (with a warning each);
+        # set them here first, and put them back if transformers refuses the implementation.
+        sub_configs = [getattr(self.config, key) for key in self.config.sub_configs]
+        previous = [sub_config._attn_implementation for sub_config in sub_configs]
+        if isinstance(attn_implementation, str):
+            for sub_config in sub_configs:
+                sub_config._attn_implementation_internal = attn_implementation
+        try:
+            return super().set_attn_implementation(attn_implementation, *args, **kwargs)
+        except Exception:
+            for sub_config, implementation in zip(sub_configs, previous):
+                sub_config._attn_implementation_internal = implementation
+            raise
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        std = self.config.get_text_config().initializer_range
+        if isinstance(module, MirasolCombiner):
+            for embedding in (
+                module.video_type_embedding,
+                module.audio_type_embedding,
+                module.no_video_embedding,
+                module.no_audio_embedding,
+            ):
+                init.normal_(embedding, std=std)
+        elif isinstance(module, MirasolLatentModel):
+            init.normal_(module.slot_embedding, std=std)
+        elif isinstance(module, MirasolReconstructionDecoder):
+            init.normal_(module.query_embedding, std=std)
+        elif isinstance(module, MirasolGatedCrossAttentionBlock):
+            init.zeros_(module.cross_attn_attn_gate)
+            if module.mlp is not None:
+                init.zeros_(module.cross_attn_mlp_gate)
+
+
+def _check_chunk_mask(name: str, mask, batch: int, num_chunks: int, device) -> torch.Tensor:
+    if mask is None:
+        return torch.ones(batch, num_chunks, dtype=torch.bool, device=device)
+    if mask.shape != (batch, num_chunks):
+        raise ValueError(f"{name} must have shape (batch, num_chunks) = {(batch, num_chunks)}, got {tuple(mask.shape)}")
+    return mask.to(device=device, dtype=torch.bool)
+
+
+class MirasolModel(MirasolPreTrainedModel):
+    """Encoders, combiner, latent model and text decoder; no LM head."""
+
+    def __init__(self, config: MirasolConfig):
+        super().__init__(config)
+        self.video_encoder = MirasolVideoEncoder(config.video_config)
+        self.audio_encoder = MirasolAudioEncoder(config.audio_config)
+        self.combiner = build_combiner(
+            config.combiner_config, config.video_config.hidden_size, config.audio_config.hidden_size
+        )
+        self.latent_model = MirasolLatentModel(
+            config.latent_config, config.combiner_config.hidden_size, config.combiner_config.num_output_tokens
+        )
+        self.text_model = MirasolTextModel(config.text_config)
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.text_model.embed_tokens
+
+    def set_input_embeddings(self, value):
+        self.text_model.embed_tokens = value
+
+    def _video_tokens(self, pixel_values_videos, batch, num_chunks):
+        """(B, F, C, H, W) frames -> (B, T, Nv, dv) tokens, each chunk of `frames_per_chunk` encoded alone."""
+        video_config = self.config.video_config
+        if pixel_values_videos is None:
+            # Placeholder tokens of the right shape; the combiner swaps in its "no video" embedding.
+            size = video_config.image_size
+            count = num_video_tokens(video_config, self.config.frames_per_chunk, size, size)
+            return torch.zeros(batch, num_chunks, count, video_config.hidden_size, device=self.device, dtype=self.dtype)
+        frames = pixel_values_videos.to(self.dtype)
+        chunks = frames.reshape(batch * num_chunks, self.config.frames_per_chunk, *frames.shape[2:])  # (B*T, f, C, H, W)
+        tokens = self.video_encoder(chunks)
+        return tokens.reshape(batch, num_chunks, *tokens.shape[1:])  # (B, T, Nv, dv)
+
+    def _audio_tokens(self, input_features, batch, num_chunks):
+        """(B, n_mels, T*A) log-mel -> (B, T, Na, da) tokens, chunk t from frames [t*A, (t+1)*A)."""
+        audio_config = self.config.audio_config
+        frames_per_chunk = self.config.audio_frames_per_chunk
+        if input_features is None:
+            patch_mel, patch_time = audio_config.patch_size
+            count = (audio_config.num_mel_bins // patch_mel) * (frames_per_chunk // patch_time)
+            return torch.zeros(batch, num_chunks, count, audio_config.hidden_size, device=self.device, dtype=self.dtype)
+        features = input_features.to(self.dtype)
+        # (B, n_mels, T*A) -> (B, n_mels, T, A) -> (B, T, n_mels, A) -> (B*T, n_mels, A)
+        features = features.reshape(batch, features.shape[1], num_chunks, frames_per_chunk).transpose(1, 2)
+        tokens = self.audio_encoder(features.reshape(batch * num_chunks, -1, frames_per_chunk))
+        return tokens.reshape(batch, num_chunks, *tokens.shape[1:])  # (B, T, Na, da)
+
+    def _chunking(self, pixel_values_videos, input_features) -> tuple[int, int]:
+        """Batch size and number of chunks implied by the media, checked against each other and the config."""
+        found = {}
+        if pixel_values_videos is not None:
+            if not torch.is_floating_point(pixel_values_videos) or pixel_values_videos.ndim != 5:
+                raise ValueError(
+                    "pixel_values_videos must be a float tensor (batch, frames, channels, height, width), got "
+                    f"{pixel_values_videos.dtype} {tuple(pixel_values_videos.shape)}"
+                )
+            frames = pixel_values_videos.shape[1]
+            if frames % self.config.frames_per_chunk:
+                raise ValueError(
+                    f"pixel_values_videos has {frames} frames, not a multiple of frames_per_chunk="
+                    f"{self.config.frames_per_chunk}"
+                )
+            found["pixel_values_videos"] = (pixel_values_videos.shape[0], frames // self.config.frames_per_chunk)
+        if input_features is not None:
+            if not torch.is_floating_point(input_features) or input_features.ndim != 3:
+                raise ValueError(
+                    "input_features must be a float tensor (batch, mel bins, time), got "
+                    f"{input_features.dtype} {tuple(input_features.shape)}"
+                )
+            frames = input_features.shape[2]
+            if frames % self.config.audio_frames_per_chunk:
+                raise ValueError(
+                    f"input_features has {frames} time frames, not a multiple of audio_frames_per_chunk="
+                    f"{self.config.audio_frames_per_chunk}"
+                )
+            found["input_features"] = (input_features.shape[0], frames // self.config.audio_frames_per_chunk)
+        if not found:
+            raise ValueError("encode_media needs pixel_values_videos, input_features, or both")
+        if len(set(found.values())) > 1:
+            raise ValueError(f"video and audio disagree on (batch, num_chunks): {found}")
+        return next(iter(found.values()))
+
+    def encode_media(
+        self,
+        pixel_values_videos: torch.FloatTensor | None = None,
+        input_features: torch.FloatTensor | None = None,
+        video_chunk_mask: torch.BoolTensor | None = None,
+        audio_chunk_mask: torch.BoolTensor | None = None,
+    ) -> MirasolMediaOutput:
+        """Video and/or audio -> latents the text decoder attends to (see `MirasolMediaOutput`).
+
+        A missing modality counts as absent in every chunk (its mask all False), as does a chunk masked out.
+        """
+        batch, num_chunks = self._chunking(pixel_values_videos, input_features)
+        video_chunk_mask = _check_chunk_mask("video_chunk_mask", video_chunk_mask, batch, num_chunks, self.device)
+        audio_chunk_mask = _check_chunk_mask("audio_chunk_mask", audio_chunk_mask, batch, num_chunks, self.device)
+        if pixel_values_videos is None:
+            video_chunk_mask = torch.zeros_like(video_chunk_mask)
+        if input_features is None:
+            audio_chunk_mask = torch.zeros_like(audio_chunk_mask)
+
+        video_tokens = self._video_tokens(pixel_values_videos, batch, num_chunks)
+        audio_tokens = self._audio_tokens(input_features, batch, num_chunks)
+        combined = self.combiner(video_tokens, audio_tokens, video_chunk_mask, audio_chunk_mask)  # (B, T, m, d_c)
+        media_chunk_mask = video_chunk_mask | audio_chunk_mask
+        latents = self.latent_model(combined, media_chunk_mask)  # (B, T, m, d)
+        return MirasolMediaOutput(media_latents=latents, media_chunk_mask=media_chunk_mask, combined_features=combined)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        pixel_values_videos: torch.FloatTensor | None = None,
+        input_features: torch.FloatTensor | None = None,
+        video_chunk_mask: torch.BoolTensor | None = None,
+        audio_chunk_mask: torch.BoolTensor | None = None,
+        media_latents: torch.FloatTensor | MirasolMediaOutput | None = None,
+        media_chunk_mask: torch.BoolTensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        use_cache: bool | None = None,
+        **kwargs,
+    ) -> MirasolModelOutputWithPast:
+        """Encodes raw media (or takes `media_latents` from `encode_media`) and runs the text decoder on it."""
+        has_raw_media = pixel_values_videos is not None or input_features is not None
+        if isinstance(media_latents, MirasolMediaOutput):
+            media_latents, media_chunk_mask = media_latents.media_latents, media_latents.media_chunk_mask
+        if has_raw_media and media_latents is not None:
+            raise ValueError("pass either raw media (pixel_values_videos / input_features) or media_latents, not both")
+        media = None
+        if has_raw_media:
+            media = self.encode_media(pixel_values_videos, input_features, video_chunk_mask, audio_chunk_mask)
+            media_latents, media_chunk_mask = media.media_latents, media.media_chunk_mask
+        elif media_latents is not None and media_latents.ndim != 4:
+            raise ValueError(
+                f"media_latents must be (batch, num_chunks, tokens_per_chunk, hidden), got {tuple(media_latents.shape)}"
+            )
+
+        hidden_states, past_key_values = self.text_model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            media_latents=media_latents,
+            media_chunk_mask=media_chunk_mask,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+        )
+        return MirasolModelOutputWithPast(
+            last_hidden_state=hidden_states,
+            past_key_values=past_key_values,
+            media_latents=media_latents,
+            media_chunk_mask=media_chunk_mask,
+            combined_features=media.combined_features if media is not None else None,
+        )
+
+
+class MirasolForConditionalGeneration(MirasolPreTrainedModel, GenerationMixin):
+    """Mirasol with the LM head and the two auxiliary heads (latent predictor, reconstruction decoder).
+
+    `forward(..., labels=...)` returns the weighted loss and its components; `generate()` answers questions.
+    """
+
+    _tied_weights_keys = {"lm_head.weight": "model.text_model.embed_tokens.weight"}
+    # Trainer passes `num_items_in_batch` so the text loss is normalised over the whole accumulated batch.
+    accepts_loss_kwargs = True
+
+    def __init__(self, config: MirasolConfig):
+        super().__init__(config)
+        self.model = MirasolModel(config)
+        self.latent_predictor = MirasolLatentPredictor(config.latent_config, config.combiner_config.hidden_size)
+        self.reconstruction_decoder = MirasolReconstructionDecoder(
+            config.reconstruction_config, config.latent_config.hidden_size, config.video_config.num_channels
+        )
+        text_config = config.text_config
+        self.lm_head = nn.Linear(text_config.hidden_size, text_config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.model.get_input_embeddings()
+
+    def set_input_embeddings(self, value):
+        self.model.set_input_embeddings(value)
+
+    def get_output_embeddings(self):
+        return self.lm_head
+
+    def set_output_embeddings(self, value):
+        self.lm_head = value
+
+    def encode_media(self, *args, **kwargs) -> MirasolMediaOutput:
+        """See `MirasolModel.encode_media`."""
+        return self.model.encode_media(*args, **kwargs)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        pixel_values_videos: torch.FloatTensor | None = None,
+        input_features: torch.FloatTensor | None = None,
+        video_chunk_mask: torch.BoolTensor | None = None,
+        audio_chunk_mask: torch.BoolTensor | None = None,
+        media_latents: torch.FloatTensor | MirasolMediaOutput | None = None,
+        media_chunk_mask: torch.BoolTensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs,
+    ) -> MirasolCausalLMOutputWithPast:
+        """Logits for the text; with `labels`, the losses.
+
+        The latent and reconstruction losses need the raw media: with `media_latents` given instead, only the text
+        loss is computed (the other two are None) and `loss` is the weighted text loss.
+        """
+        outputs = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            pixel_values_videos=pixel_values_videos,
+            input_features=input_features,
+            video_chunk_mask=video_chunk_mask,
+            audio_chunk_mask=audio_chunk_mask,
+            media_latents=media_latents,
+            media_chunk_mask=media_chunk_mask,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+        )
+        logits = self.lm_head(slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep))
+
+        loss = text_loss = media_latent_loss = media_reconstruction_loss = None
+        if labels is not None:
+            config = self.config
+            num_items_in_batch = kwargs.get("num_items_in_batch")
+            text_loss = text_cross_entropy(logits, labels, num_items_in_batch, config.label_smoothing)
+            loss = config.text_loss_weight * text_loss
+            if outputs.combined_features is not None:
+                media_loss, media_latent_loss, media_reconstruction_loss = self._media_losses(
+                    outputs, pixel_values_videos, video_chunk_mask
+                )
+                if num_items_in_batch is not None:
+                    # Under gradient accumulation each micro-batch's media losses count by its share of the
+                    # supervised tokens, as the text loss does; without accumulation the share is 1.
+                    share = (labels[:, 1:] != -100).sum() / num_items_in_batch
+                    media_loss = media_loss * share.to(media_loss.device)
+                loss = loss + media_loss
+
+        return MirasolCausalLMOutputWithPast(
+            loss=loss,
+            logits=logits,
+            past_key_values=outputs.past_key_values,
+            text_loss=text_loss,
+            latent_loss=media_latent_loss,
+            reconstruction_loss=media_reconstruction_loss,
+            media_latents=outputs.media_latents,
+            media_chunk_mask=outputs.media_chunk_mask,
+        )
+
+    def _media_losses(self, outputs: MirasolModelOutputWithPast, pixel_values_videos, video_chunk_mask):
+        """Weighted latent + reconstruction loss, and each of them."""
+        config = self.config
+        latents, chunk_mask = outputs.media_latents, outputs.media_chunk_mask
+        predicted = self.latent_predictor(latents)
+        media_latent_loss = latent_loss(
+            predicted, outputs.combined_features, chunk_mask, config.latent_config.latent_loss_type
+        )
+        total = config.latent_loss_weight * media_latent_loss
+        media_reconstruction_loss = None
+        if pixel_values_videos is not None:
+            batch, num_chunks = chunk_mask.shape
+            video_chunk_mask = _check_chunk_mask("video_chunk_mask", video_chunk_mask, batch, num_chunks, latents.device)
+            frames = pixel_values_videos.to(latents.dtype)
+            frames = frames.reshape(batch, num_chunks, config.frames_per_chunk, *frames.shape[2:])  # (B, T, f, C, H, W)
+            media_reconstruction_loss = reconstruction_loss(
+                self.reconstruction_decoder, latents, frames, chunk_mask, video_chunk_mask
+            )
+            total = total + config.reconstruction_loss_weight * media_reconstruction_loss
+        return total, media_latent_loss, media_reconstruction_loss
+
+    @torch.no_grad()
+    def generate(
+        self,
+        inputs: torch.Tensor | None = None,
+        generation_config=None,
+        pixel_values_videos: torch.FloatTensor | None = None,
+        input_features: torch.FloatTensor | None = None,
+        video_chunk_mask: torch.BoolTensor | None = None,
+        audio_chunk_mask: torch.BoolTensor | None = None,
+        media_latents: torch.FloatTensor | MirasolMediaOutput | None = None,
+        media_chunk_mask: torch.BoolTensor | None = None,
+        **kwargs,
+    ):
+        """`GenerationMixin.generate`, with the media encoded once up front (not at every step, nor per beam).
+
+        Takes the processor's outputs, or `media_latents` from `encode_media` to reuse an encoding.
+        """
+        if isinstance(media_latents, MirasolMediaOutput):
+            media_latents, media_chunk_mask = media_latents.media_latents, media_latents.media_chunk_mask
+        if pixel_values_videos is not None or input_features is not None:
+            if media_latents is not None:
+                raise ValueError("pass either raw media (pixel_values_videos / input_features) or media_latents")
+            media = self.model.encode_media(pixel_values_videos, input_features, video_chunk_mask, audio_chunk_mask)
+            media_latents, media_chunk_mask = media.media_latents, media.media_chunk_mask
+        if media_latents is not None:
+            kwargs["media_latents"] = media_latents
+            kwargs["media_chunk_mask"] = media_chunk_mask
+        return super().generate(inputs, generation_config, **kwargs)
+
+    def prepare_inputs_for_generation(
+        self, input_ids, past_key_values=None, media_latents=None, use_cache=True, is_first_iteration=False, **kwargs
+    ):
+        model_inputs = super().prepare_inputs_for_generation(
+            input_ids,
+            past_key_values=past_key_values,
+            media_latents=media_latents,
+            use_cache=use_cache,
+            is_first_iteration=is_first_iteration,
+            **kwargs,
+        )
+        if use_cache and not is_first_iteration:
+            # The cross-attention keys/values of the media are in the cache from the first step on.
+            model_inputs["media_latents"] = None
+        return model_inputs
+
+
+__all__ = [
+    "MirasolForConditionalGeneration",
+    "MirasolMediaOutput",
+    "MirasolModel",
+    "MirasolPreTrainedModel",
+]

@@ -1,0 +1,30 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="mirasol-hf",
+    version="0.1.0",
+    description="Mirasol3B (audio-video question answering over long videos) as a Hugging Face transformers model",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["mirasol_hf", "mirasol_hf.*"]),
+    include_package_data=True,
+    # torch is not listed as a hard pin: install it first (README), so pip does not pull a CUDA build here.
+    install_requires=[
+        "torch>=2.6",
+        "transformers>=5.0,<6",
+        "accelerate>=1.0",
+        "safetensors",
+        "huggingface-hub",
+        "tokenizers",
+        "datasets",
+        "av",
+        "librosa",
+        "peft",
+        "einops",
+        "numpy",
+    ],
+    extras_require={"test": ["pytest", "pytest-timeout"]},
+    entry_points={},
+)
