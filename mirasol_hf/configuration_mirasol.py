@@ -131,13 +131,17 @@ class MirasolLatentConfig(MirasolEncoderConfig):
     """Latent model: a block-causal transformer over the chunks' combined tokens.
 
     It trains with the latent loss: a predictor on `h_t` regresses the stop-gradient combiner output `x_{t+1}`,
-    by `latent_loss_type` "cosine" (default) or "l2".
+    by `latent_loss_type` "cosine" (default) or "l2". With `latent_loss_detach_input` (default) the latent loss
+    trains only the latent model and its predictor: it is computed on a second latent-model pass over a detached x,
+    because its gradient through x would push the combiner to make chunks predictable by discarding their content
+    (seen here as collapse on a tiny model). False lets it reach the combiner and encoders, one pass only.
     """
 
     model_type = "mirasol_latent"
     base_config_key = "latent_config"
 
     latent_loss_type: str = "cosine"
+    latent_loss_detach_input: bool = True
 
     def __post_init__(self, **kwargs):
         if self.latent_loss_type not in ("cosine", "l2"):

@@ -428,7 +428,10 @@ class MirasolForConditionalGeneration(MirasolPreTrainedModel, GenerationMixin):
         """Weighted latent + reconstruction loss, and each of them."""
         config = self.config
         latents, chunk_mask = outputs.media_latents, outputs.media_chunk_mask
-        predicted = self.latent_predictor(latents)
+        latent_source = latents
+        if config.latent_config.latent_loss_detach_input:
+            latent_source = self.model.latent_model(outputs.combined_features.detach(), chunk_mask)
+        predicted = self.latent_predictor(latent_source)
         media_latent_loss = latent_loss(
             predicted, outputs.combined_features, chunk_mask, config.latent_config.latent_loss_type
         )
