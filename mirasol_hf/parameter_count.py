@@ -26,7 +26,7 @@ def count_parameters(config: MirasolConfig) -> dict[str, int]:
         "combiner": _count(model.model.combiner),
         "latent model": _count(model.model.latent_model) + _count(model.latent_predictor),
         "reconstruction decoder": _count(model.reconstruction_decoder),
-        "text decoder (self-attention layers)": _count(text) - cross_attention - embedding,
+        "text decoder (Llama layers)": _count(text) - cross_attention - embedding,
         "text decoder (cross-attention)": cross_attention,
         "text decoder (vocabulary embedding)": embedding,
     }
