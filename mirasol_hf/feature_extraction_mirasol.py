@@ -1,0 +1,196 @@
+"""Audio -> log-mel spectrogram slices, one per chunk time window."""
+
+import numpy as np
+from transformers.audio_utils import mel_filter_bank, spectrogram, window_function
+from transformers.feature_extraction_sequence_utils import SequenceFeatureExtractor
+from transformers.feature_extraction_utils import BatchFeature
+
+
+DEFAULT_NUM_MEL_BINS = 128
+DEFAULT_SAMPLING_RATE = 16000
+DEFAULT_AUDIO_FRAMES_PER_CHUNK = 128
+DEFAULT_HOP_LENGTH = 160  # 10 ms at 16 kHz
+DEFAULT_WINDOW_LENGTH = 400  # 25 ms at 16 kHz
+DEFAULT_MEL_FLOOR = 1e-10
+# A chunk whose time window is less than half covered by the audio track counts as having no audio.
+DEFAULT_MIN_CHUNK_AUDIO_COVERAGE = 0.5
+
+
+class MirasolFeatureExtractor(SequenceFeatureExtractor):
+    """Log-mel features of a waveform, cut into the time windows of the video chunks.
+
+    The whole waveform is turned into a mel power spectrogram at a fine hop (10 ms); each chunk window is then
+    split into `audio_frames_per_chunk` equal time bins and each bin takes the mean mel power over its time span
+    (exact time-weighted averaging, so long windows are averaged and short ones repeat frames), followed by the
+    natural log. A window mostly outside the audio track is masked out in `audio_chunk_mask` and its features are
+    `padding_value`.
+
+    Args:
+        num_mel_bins: mel filters (the model's `audio_config.num_mel_bins`).
+        sampling_rate: rate of the waveforms it accepts, Hz.
+        audio_frames_per_chunk: log-mel frames per chunk (the model's `audio_frames_per_chunk`).
+        hop_length, window_length: STFT hop and Hann window, in samples.
+        min_frequency, max_frequency: mel filter range in Hz (`max_frequency` None: half the sampling rate).
+        mel_floor: mel power floor before the log.
+        min_chunk_audio_coverage: fraction of a chunk's window the audio must cover for the chunk to count.
+    """
+
+    model_input_names = ["input_features", "audio_chunk_mask"]
+
+    def __init__(
+        self,
+        num_mel_bins: int = DEFAULT_NUM_MEL_BINS,
+        sampling_rate: int = DEFAULT_SAMPLING_RATE,
+        audio_frames_per_chunk: int = DEFAULT_AUDIO_FRAMES_PER_CHUNK,
+        hop_length: int = DEFAULT_HOP_LENGTH,
+        window_length: int = DEFAULT_WINDOW_LENGTH,
+        min_frequency: float = 0.0,
+        max_frequency: float | None = None,
+        mel_floor: float = DEFAULT_MEL_FLOOR,
+        min_chunk_audio_coverage: float = DEFAULT_MIN_CHUNK_AUDIO_COVERAGE,
+        padding_value: float = 0.0,
+        **kwargs,
+    ):
+        kwargs.pop("feature_size", None)  # saved by the parent class; always num_mel_bins here
+        super().__init__(feature_size=num_mel_bins, sampling_rate=sampling_rate, padding_value=padding_value, **kwargs)
+        self.num_mel_bins = num_mel_bins
+        self.audio_frames_per_chunk = audio_frames_per_chunk
+        self.hop_length = hop_length
+        self.window_length = window_length
+        self.min_frequency = min_frequency
+        self.max_frequency = max_frequency
+        self.mel_floor = mel_floor
+        self.min_chunk_audio_coverage = min_chunk_audio_coverage
+        # Not serialized (FeatureExtractionMixin.to_dict drops both): rebuilt from the fields above.
+        self.window = window_function(window_length, "hann")
+        self.mel_filters = mel_filter_bank(
+            num_frequency_bins=window_length // 2 + 1,
+            num_mel_filters=num_mel_bins,
+            min_frequency=min_frequency,
+            max_frequency=max_frequency if max_frequency is not None else sampling_rate / 2,
+            sampling_rate=sampling_rate,
+            norm="slaney",
+            mel_scale="slaney",
+        )
+
+    def __call__(
+        self,
+        raw_speech,
+        sampling_rate: int | None = None,
+        chunk_windows=None,
+        num_chunks: int | None = None,
+        waveform_start_times=None,
+        return_tensors=None,
+        **kwargs,
+    ) -> BatchFeature:
+        """Features for one waveform or a batch.
+
+        Args:
+            raw_speech: a `(samples,)` float waveform, None (no audio track), or a list of those.
+            sampling_rate: must equal `self.sampling_rate` when given (the media reader resamples).
+            chunk_windows: `(T, 2)` start/end seconds of each chunk, or a list of them (one per waveform).
+                When None, each waveform is cut into `num_chunks` (default 1) equal windows.
+            waveform_start_times: time in seconds of each waveform's first sample on the windows' clock.
+            return_tensors: "pt", "np" or None.
+
+        Returns:
+            `input_features` `(B, num_mel_bins, T * audio_frames_per_chunk)` float32 and `audio_chunk_mask`
+            `(B, T)` bool.
+        """
+        if kwargs:
+            raise TypeError(f"unexpected arguments {sorted(kwargs)}")
+        if sampling_rate is not None and sampling_rate != self.sampling_rate:
+            raise ValueError(
+                f"audio at {sampling_rate} Hz given to a feature extractor for {self.sampling_rate} Hz: resample first"
+            )
+        batched = isinstance(raw_speech, (list, tuple))
+        waveforms = list(raw_speech) if batched else [raw_speech]
+        if chunk_windows is None:
+            chunk_windows = [self._equal_windows(waveform, num_chunks or 1) for waveform in waveforms]
+        elif not batched:
+            chunk_windows = [chunk_windows]
+        if waveform_start_times is None:
+            waveform_start_times = [0.0] * len(waveforms)
+        elif not batched:
+            waveform_start_times = [waveform_start_times]
+        if not len(waveforms) == len(chunk_windows) == len(waveform_start_times):
+            raise ValueError(
+                f"got {len(waveforms)} waveforms, {len(chunk_windows)} chunk_windows and "
+                f"{len(waveform_start_times)} waveform_start_times"
+            )
+
+        features, masks = [], []
+        for waveform, windows, start in zip(waveforms, chunk_windows, waveform_start_times):
+            item_features, item_mask = self._chunk_features(waveform, np.asarray(windows, np.float64), float(start))
+            features.append(item_features)
+            masks.append(item_mask)
+        if len({mask.shape for mask in masks}) > 1:
+            raise ValueError("every item of a batch needs the same number of chunks")
+        data = {"input_features": np.stack(features), "audio_chunk_mask": np.stack(masks)}
+        return BatchFeature(data, tensor_type=return_tensors)
+
+    def _equal_windows(self, waveform, num_chunks: int) -> np.ndarray:
+        duration = 0.0 if waveform is None else len(waveform) / self.sampling_rate
+        edges = np.linspace(0.0, duration, num_chunks + 1)
+        return np.stack([edges[:-1], edges[1:]], axis=1)  # (T, 2)
+
+    def _chunk_features(self, waveform, windows: np.ndarray, start_time: float) -> tuple[np.ndarray, np.ndarray]:
+        """`(num_mel_bins, T * A)` log-mel and `(T,)` mask for one waveform and its `(T, 2)` windows."""
+        if windows.ndim != 2 or windows.shape[1] != 2:
+            raise ValueError(f"chunk_windows must have shape (num_chunks, 2), got {windows.shape}")
+        num_chunks, bins = len(windows), self.audio_frames_per_chunk
+        features = np.full((self.num_mel_bins, num_chunks * bins), self.padding_value, np.float32)
+        mask = np.zeros(num_chunks, dtype=bool)
+        if waveform is None:
+            return features, mask
+        waveform = np.asarray(waveform, dtype=np.float32)
+        if waveform.ndim != 1:
+            raise ValueError(f"waveform must be mono (samples,), got shape {waveform.shape}")
+        if len(waveform) == 0:
+            return features, mask
+
+        # Times relative to the waveform's first sample; the spectrogram covers only the samples the windows need.
+        windows = windows - start_time
+        first = min(max(0, int(np.floor(windows.min() * self.sampling_rate)) - self.window_length), len(waveform))
+        last = max(min(len(waveform), int(np.ceil(windows.max() * self.sampling_rate)) + self.window_length), first)
+        if last == first:
+            return features, mask
+        mel_power = spectrogram(
+            waveform[first:last],
+            self.window,
+            frame_length=self.window_length,
+            hop_length=self.hop_length,
+            power=2.0,
+            center=True,
+            pad_mode="constant",
+            mel_filters=self.mel_filters,
+            mel_floor=self.mel_floor,
+        )  # (num_mel_bins, frames); frame j is centred on sample first + j * hop_length
+        # Frame j stands for [centre - hop/2, centre + hop/2), the outer ones cut to the samples present.
+        frame_edges = (first + (np.arange(mel_power.shape[1] + 1) - 0.5) * self.hop_length) / self.sampling_rate
+        frame_edges[0], frame_edges[-1] = first / self.sampling_rate, last / self.sampling_rate
+        # (num_mel_bins, frames + 1): integral of the mel power over time up to each frame edge
+        cumulative = np.concatenate(
+            [np.zeros((self.num_mel_bins, 1)), np.cumsum(mel_power * np.diff(frame_edges)[None, :], axis=1)], axis=1
+        )
+
+        fractions = np.linspace(0.0, 1.0, bins + 1)
+        bin_edges = windows[:, :1] + (windows[:, 1:] - windows[:, :1]) * fractions[None, :]  # (T, A + 1)
+        bin_edges = np.clip(bin_edges, frame_edges[0], frame_edges[-1]).ravel()  # (T * (A + 1),), audio part only
+        # The integral is linear inside a frame: interpolate it at the bin edges for every mel bin at once.
+        frame = np.clip(np.searchsorted(frame_edges, bin_edges, side="right") - 1, 0, len(frame_edges) - 2)
+        inside = (bin_edges - frame_edges[frame]) / np.diff(frame_edges)[frame]
+        integral = cumulative[:, frame] + (cumulative[:, frame + 1] - cumulative[:, frame]) * inside[None, :]
+        integral = integral.reshape(self.num_mel_bins, num_chunks, bins + 1)  # (mels, T * (A + 1)) -> (mels, T, A + 1)
+        widths = np.diff(bin_edges.reshape(num_chunks, bins + 1), axis=1)  # (T, A): audio-covered span of each bin
+        has_audio = widths > 0
+        mean_power = np.diff(integral, axis=2) / np.where(has_audio, widths, 1.0)[None]  # (mels, T, A)
+        log_mel = np.where(has_audio[None], np.log(np.maximum(mean_power, self.mel_floor)), self.padding_value)
+        features[:] = log_mel.reshape(self.num_mel_bins, num_chunks * bins)  # (mels, T, A) -> (mels, T * A)
+
+        window_lengths = windows[:, 1] - windows[:, 0]
+        coverage = widths.sum(axis=1) / np.where(window_lengths > 0, window_lengths, 1.0)
+        mask[:] = (window_lengths > 0) & (coverage >= self.min_chunk_audio_coverage)
+        # A masked chunk carries no features at all, never partial audio that looks like silence.
+        features.reshape(self.num_mel_bins, num_chunks, bins)[:, ~mask] = self.padding_value
+        return features, mask
