@@ -26,5 +26,5 @@ setup(
         "numpy",
     ],
     extras_require={"test": ["pytest", "pytest-timeout"]},
-    entry_points={},
+    entry_points={"console_scripts": ["mirasol-hf=mirasol_hf.cli:main"]},
 )

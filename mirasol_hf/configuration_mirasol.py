@@ -108,8 +108,19 @@ class MirasolAudioConfig(MirasolEncoderConfig):
 class MirasolCombinerConfig(MirasolEncoderConfig):
     """Combiner: fuses one chunk's video and audio tokens into `num_output_tokens` (the paper's m) tokens.
 
-    `combiner_type="transformer"` (the paper's main combiner) runs a transformer over [video; audio] and keeps the
-    last `num_output_tokens` outputs; `attention_type` is "causal" or "full" (the paper does not say which).
+    `combiner_type` picks the combiner (see `docs/long_video.md`):
+
+    * "transformer" (the paper's main combiner) runs a transformer over [video; audio] and keeps the last
+      `num_output_tokens` outputs; `attention_type` is "causal" or "full" (the paper does not say which).
+    * "ttm": Token Turing Machine. A memory of `ttm_memory_tokens` tokens is carried from chunk to chunk; each chunk
+      a TokenLearner reads `ttm_read_tokens` tokens from [memory; chunk], a `ttm_process_*` transformer processes
+      them, a TokenLearner writes the next memory from [memory; chunk; processed], and a TokenLearner keeps
+      `num_output_tokens` of the processed tokens as the output (none is needed when the two counts are equal).
+      The `ttm_process_*` sizes left None default to the combiner's own; `ttm_token_learner_hidden_size` is the
+      bottleneck of the TokenLearner MLPs.
+    * "perceiver": `num_output_tokens` learned queries cross-attend to the chunk's tokens, `num_hidden_layers` times.
+    * "cls": `num_output_tokens` learned tokens appended to the chunk's tokens, a transformer, the learned tokens
+      read out.
     """
 
     model_type = "mirasol_combiner"
@@ -118,12 +129,47 @@ class MirasolCombinerConfig(MirasolEncoderConfig):
     combiner_type: str = "transformer"
     num_output_tokens: int = 32
     attention_type: str = "causal"
+    ttm_memory_tokens: int = 8
+    ttm_read_tokens: int = 8
+    ttm_process_num_layers: int = 2
+    ttm_process_hidden_size: int | None = None
+    ttm_process_num_heads: int | None = None
+    ttm_process_head_dim: int | None = None
+    ttm_process_intermediate_size: int | None = None
+    ttm_token_learner_hidden_size: int = 64
 
     def __post_init__(self, **kwargs):
         if self.attention_type not in ("causal", "full"):
             raise ValueError(f"combiner_config.attention_type must be 'causal' or 'full', got {self.attention_type!r}")
         if self.num_output_tokens < 1:
             raise ValueError(f"combiner_config.num_output_tokens must be >= 1, got {self.num_output_tokens}")
+        if self.ttm_process_hidden_size is None:
+            self.ttm_process_hidden_size = self.hidden_size
+        if self.ttm_process_num_heads is None:
+            self.ttm_process_num_heads = self.num_attention_heads
+        if self.ttm_process_intermediate_size is None:
+            self.ttm_process_intermediate_size = self.intermediate_size
+        for name in (
+            "ttm_memory_tokens",
+            "ttm_read_tokens",
+            "ttm_process_num_layers",
+            "ttm_process_hidden_size",
+            "ttm_process_intermediate_size",
+            "ttm_token_learner_hidden_size",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"combiner_config.{name} must be >= 1, got {getattr(self, name)}")
+        if self.ttm_process_num_heads < 1:
+            raise ValueError(f"combiner_config.ttm_process_num_heads must be >= 1, got {self.ttm_process_num_heads}")
+        if self.ttm_process_head_dim is None:
+            if self.ttm_process_hidden_size % self.ttm_process_num_heads:
+                raise ValueError(
+                    f"combiner_config.ttm_process_hidden_size ({self.ttm_process_hidden_size}) is not divisible by "
+                    f"ttm_process_num_heads ({self.ttm_process_num_heads}); set ttm_process_head_dim explicitly"
+                )
+            self.ttm_process_head_dim = self.ttm_process_hidden_size // self.ttm_process_num_heads
+        elif self.ttm_process_head_dim < 1:
+            raise ValueError(f"combiner_config.ttm_process_head_dim must be >= 1, got {self.ttm_process_head_dim}")
         super().__post_init__(**kwargs)
 
 
@@ -271,6 +317,8 @@ class MirasolConfig(PreTrainedConfig):
     reconstruction_loss_weight: float = 1.0
     label_smoothing: float = 0.0
     tie_word_embeddings: bool = True
+    # What the model card says about training data and metrics ({"training_data", "metrics", "notes"}).
+    model_card: dict | None = None
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
@@ -341,6 +389,17 @@ _COMBINER_SIZED = _vit(1024, 8, 16, 4096, 64)
 _PAPER_AUDIO = {**_vit(768, 12, 12, 3072), "num_mel_bins": 128, "patch_size": [16, 16]}
 _PAPER_RECONSTRUCTION = {**_COMBINER_SIZED, "num_frames": 4, "image_size": 56, "patch_size": [2, 8, 8]}
 _PAPER_CHUNKING = {"num_chunks": 16, "frames_per_chunk": 8, "audio_frames_per_chunk": 128}
+# The paper's TTM combiner ("Read 512, Write 256; process transformer 2 layers, hidden 128, 12 heads"), read as: the
+# read TokenLearner selects 512 tokens, the memory (what the write TokenLearner produces) holds 256, and the process
+# transformer has 2 layers of 12 heads x 128 on the combiner's width. Used when combiner_type="ttm"; see
+# docs/long_video.md for why and for the other reading.
+_PAPER_TTM = {
+    "ttm_memory_tokens": 256,
+    "ttm_read_tokens": 512,
+    "ttm_process_num_layers": 2,
+    "ttm_process_num_heads": 12,
+    "ttm_process_head_dim": 128,
+}
 
 PRESETS = {
     "tiny": {
@@ -374,7 +433,7 @@ PRESETS = {
     "mirasol-small": {
         "video_config": {**_vit(1024, 24, 16, 4096, 80), "image_size": 224},
         "audio_config": _PAPER_AUDIO,
-        "combiner_config": {**_COMBINER_SIZED, "num_output_tokens": 32},
+        "combiner_config": {**_COMBINER_SIZED, **_PAPER_TTM, "num_output_tokens": 32},
         "latent_config": _COMBINER_SIZED,
         "reconstruction_config": _PAPER_RECONSTRUCTION,
         "text_config": {
@@ -391,7 +450,7 @@ PRESETS = {
     "mirasol-3b": {
         "video_config": {**_vit(1280, 32, 16, 5120, 80), "image_size": 224},
         "audio_config": _PAPER_AUDIO,
-        "combiner_config": {**_COMBINER_SIZED, "num_output_tokens": 32},
+        "combiner_config": {**_COMBINER_SIZED, **_PAPER_TTM, "num_output_tokens": 32},
         "latent_config": _COMBINER_SIZED,
         "reconstruction_config": _PAPER_RECONSTRUCTION,
         "text_config": {

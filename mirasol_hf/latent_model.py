@@ -3,6 +3,10 @@
 The combined features of all chunks, x (B, T, m, d), form one sequence of T*m tokens. A block-causal mask lets every
 token of chunk t see the tokens of chunks <= t only, so h_t depends on x_{<=t} alone: changing chunk t+1 leaves
 h_{<=t} unchanged. Positions are the chunk index (sin-cos, any number of chunks) plus a learned slot embedding.
+
+Because of that mask, the chunks can also be encoded a few at a time: given the keys/values of the earlier chunks in
+a cache, the new chunks' h equals what the whole sequence gives (`forward(..., past_key_values=cache)`, used by
+`MirasolModel.encode_media_chunk`).
 """
 
 from __future__ import annotations
@@ -10,20 +14,26 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers.cache_utils import Cache
 
 from .configuration_mirasol import MirasolLatentConfig
 from .layers import MirasolEncoder, additive_mask, sincos_embedding
 
 
-def block_causal_mask(media_chunk_mask: torch.Tensor, tokens_per_chunk: int) -> torch.Tensor:
-    """Boolean (B, 1, T*m, T*m): a token may see chunks up to its own, skipping chunks without media.
+def block_causal_mask(
+    media_chunk_mask: torch.Tensor, tokens_per_chunk: int, first_query_chunk: int = 0
+) -> torch.Tensor:
+    """Boolean (B, 1, Tq*m, T*m): a token may see chunks up to its own, skipping chunks without media.
 
-    A token always sees its own chunk, so no row is empty even for a chunk without media.
+    Keys are the tokens of all T chunks of `media_chunk_mask` (B, T); queries those of chunks `first_query_chunk`
+    onwards (Tq of them; all by default, a stream's new chunks when encoding with a cache). A token always sees its
+    own chunk, so no row is empty even for a chunk without media.
     """
     num_chunks = media_chunk_mask.shape[1]
-    chunk = torch.arange(num_chunks, device=media_chunk_mask.device).repeat_interleave(tokens_per_chunk)  # (T*m,)
-    earlier_or_same = chunk[None, :] <= chunk[:, None]  # (T*m, T*m)
-    same = chunk[None, :] == chunk[:, None]
+    key_chunk = torch.arange(num_chunks, device=media_chunk_mask.device).repeat_interleave(tokens_per_chunk)  # (T*m,)
+    query_chunk = key_chunk[first_query_chunk * tokens_per_chunk :]  # (Tq*m,)
+    earlier_or_same = key_chunk[None, :] <= query_chunk[:, None]  # (Tq*m, T*m)
+    same = key_chunk[None, :] == query_chunk[:, None]
     key_has_media = media_chunk_mask.bool().repeat_interleave(tokens_per_chunk, dim=1)  # (B, T*m)
     return (earlier_or_same & (key_has_media[:, None, :] | same))[:, None]
 
@@ -39,16 +49,49 @@ class MirasolLatentModel(nn.Module):
         )
         self.slot_embedding = nn.Parameter(torch.zeros(tokens_per_chunk, config.hidden_size))
         self.encoder = MirasolEncoder(config)
+        for index, layer in enumerate(self.encoder.layers):
+            # The cache slot of this layer's keys/values when chunks are encoded with a cache.
+            layer.self_attn.layer_idx = index
 
-    def forward(self, combined: torch.Tensor, media_chunk_mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, combined: torch.Tensor, media_chunk_mask: torch.Tensor, past_key_values: Cache | None = None
+    ) -> torch.Tensor:
+        """h for the chunks in `combined` (B, T, m, d_c).
+
+        With `past_key_values` holding the keys/values of the P chunks before (a stream), `combined` holds only the
+        new chunks, `media_chunk_mask` covers all P + T chunks, and the new keys/values are appended to the cache.
+        """
         batch, num_chunks, m, _ = combined.shape
+        past_chunks = media_chunk_mask.shape[1] - num_chunks
+        cached_tokens = past_key_values.get_seq_length() if past_key_values is not None else 0
+        if past_chunks < 0 or cached_tokens != past_chunks * m:
+            raise ValueError(
+                f"media_chunk_mask covers {media_chunk_mask.shape[1]} chunks, {num_chunks} of them new, but the cache "
+                f"holds {cached_tokens // m} earlier chunks"
+            )
         hidden = self.input_projection(combined)  # (B, T, m, d)
-        chunk_index = torch.arange(num_chunks, device=combined.device, dtype=torch.float32)[:, None]  # (T, 1)
+        # Absolute chunk indices, so a stream's chunk t gets the position it has in the whole clip.
+        chunk_index = torch.arange(
+            past_chunks, past_chunks + num_chunks, device=combined.device, dtype=torch.float32
+        )[:, None]  # (T, 1)
         chunk_position = sincos_embedding(chunk_index, self.config.hidden_size).to(hidden.dtype)  # (T, d)
         hidden = hidden + chunk_position[:, None, :] + self.slot_embedding
-        mask = additive_mask(block_causal_mask(media_chunk_mask, m), hidden.dtype)
-        hidden = self.encoder(hidden.reshape(batch, num_chunks * m, -1), attention_mask=mask)
+        mask = additive_mask(block_causal_mask(media_chunk_mask, m, past_chunks), hidden.dtype)  # (B, 1, T*m, (P+T)*m)
+        hidden = hidden.reshape(batch, num_chunks * m, -1)  # (B, T*m, d)
+        if past_key_values is None:
+            hidden = self.encoder(hidden, attention_mask=mask)
+        else:
+            hidden = self._encode_with_cache(hidden, mask, past_key_values)
         return hidden.reshape(batch, num_chunks, m, -1)  # (B, T, m, d)
+
+    def _encode_with_cache(self, hidden: torch.Tensor, mask: torch.Tensor, past_key_values: Cache) -> torch.Tensor:
+        # `MirasolEncoderLayer.forward` takes no cache, so its pre-LayerNorm block is spelled out here with the cache
+        # handed to the attention (same weights, same order of operations).
+        for layer in self.encoder.layers:
+            attended = layer.self_attn(layer.layer_norm1(hidden), attention_mask=mask, past_key_values=past_key_values)
+            hidden = hidden + attended
+            hidden = hidden + layer.mlp(layer.layer_norm2(hidden))
+        return self.encoder.norm(hidden)
 
 
 class MirasolLatentPredictor(nn.Module):

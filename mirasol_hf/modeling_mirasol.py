@@ -11,11 +11,14 @@
 
 `MirasolModel.encode_media` runs everything above the text decoder; its output can be passed back as
 `media_latents=` to `forward` and `generate` (asking many questions about one video encodes it once).
+`MirasolModel.encode_media_chunk` does the same for a stream, a few chunks per call (see `streaming.py`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -27,13 +30,23 @@ from transformers.modeling_utils import slice_logits_to_keep
 from transformers.utils import ModelOutput
 
 from .audio_encoder import MirasolAudioEncoder
-from .combiners import MirasolCombiner, build_combiner
+from .combiners import (
+    MirasolCLSCombiner,
+    MirasolCombiner,
+    MirasolPerceiverCombiner,
+    MirasolTTMCombiner,
+    build_combiner,
+)
 from .configuration_mirasol import MirasolConfig, num_video_tokens
+from .hub import AUTO_MAP, GENERIC_CARD_MARKER, MODEL_CARD, write_model_card, write_remote_code
 from .latent_model import MirasolLatentModel, MirasolLatentPredictor, latent_loss
 from .layers import MirasolEncoderLayer
 from .reconstruction import MirasolReconstructionDecoder, reconstruction_loss
 from .text_decoder import MirasolGatedCrossAttentionBlock, MirasolTextDecoderLayer, MirasolTextModel
 from .video_encoder import MirasolVideoEncoder
+
+if TYPE_CHECKING:
+    from .streaming import MirasolStreamingState
 
 
 @dataclass
@@ -115,6 +128,23 @@ class MirasolPreTrainedModel(PreTrainedModel):
         # plain modules reading their own sub-config, so hand it down (the setter recurses into sub-configs).
         self.config._attn_implementation = self.config._attn_implementation
 
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """`PreTrainedModel.save_pretrained`, plus what sharing needs: the code files and an `auto_map` entry for
+        every Auto class (so `trust_remote_code=True` works without this package) and a model card."""
+        self.config.auto_map = {**AUTO_MAP, **(getattr(self.config, "auto_map", None) or {})}
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if kwargs.get("is_main_process", True):
+            write_remote_code(save_directory)
+            write_model_card(self, save_directory)
+
+    def _upload_modified_files(self, working_dir, *args, **kwargs):
+        # push_to_hub writes transformers' generic card over ours just before uploading: put ours back, unless the
+        # repository already had a card of its own.
+        card = Path(working_dir) / MODEL_CARD
+        if not card.exists() or GENERIC_CARD_MARKER in card.read_text(encoding="utf-8"):
+            write_model_card(self, working_dir, overwrite=True)
+        return super()._upload_modified_files(working_dir, *args, **kwargs)
+
     def set_attn_implementation(self, attn_implementation, *args, **kwargs):
         # Sub-configs belong to plain modules, which transformers can only set "in the dark" (with a warning each);
         # set them here first, and put them back if transformers refuses the implementation.
@@ -142,6 +172,13 @@ class MirasolPreTrainedModel(PreTrainedModel):
                 module.no_audio_embedding,
             ):
                 init.normal_(embedding, std=std)
+            if isinstance(module, MirasolTTMCombiner):
+                for embedding in (module.initial_memory, module.memory_type_embedding, module.processed_type_embedding):
+                    init.normal_(embedding, std=std)
+            elif isinstance(module, MirasolPerceiverCombiner):
+                init.normal_(module.query_embedding, std=std)
+            elif isinstance(module, MirasolCLSCombiner):
+                init.normal_(module.cls_embedding, std=std)
         elif isinstance(module, MirasolLatentModel):
             init.normal_(module.slot_embedding, std=std)
         elif isinstance(module, MirasolReconstructionDecoder):
@@ -270,6 +307,52 @@ class MirasolModel(MirasolPreTrainedModel):
         latents = self.latent_model(combined, media_chunk_mask)  # (B, T, m, d)
         return MirasolMediaOutput(media_latents=latents, media_chunk_mask=media_chunk_mask, combined_features=combined)
 
+    def encode_media_chunk(
+        self,
+        pixel_values_videos: torch.FloatTensor | None = None,
+        input_features: torch.FloatTensor | None = None,
+        video_chunk_mask: torch.BoolTensor | None = None,
+        audio_chunk_mask: torch.BoolTensor | None = None,
+        state: MirasolStreamingState | None = None,
+    ) -> tuple[MirasolMediaOutput, MirasolStreamingState]:
+        """Encodes the next chunk(s) of a stream, given as `encode_media` takes a clip (any whole number of chunks).
+
+        Returns the new chunks' `MirasolMediaOutput` and the stream's state (None starts a stream; the state is
+        updated in place). Chunk by chunk, the outputs equal those of `encode_media` on the whole clip, and each
+        call costs the same whatever came before, but for the latent model's attention to the cached chunks.
+        `state.media_output()` gives all chunks so far, for `generate(media_latents=...)`.
+        """
+        from .streaming import MirasolStreamingState  # streaming.py builds on this module
+
+        batch, num_chunks = self._chunking(pixel_values_videos, input_features)
+        if state is None:
+            state = MirasolStreamingState()
+        elif state.batch_size not in (None, batch):
+            raise ValueError(f"this chunk has batch size {batch}, the stream {state.batch_size}")
+        video_chunk_mask = _check_chunk_mask("video_chunk_mask", video_chunk_mask, batch, num_chunks, self.device)
+        audio_chunk_mask = _check_chunk_mask("audio_chunk_mask", audio_chunk_mask, batch, num_chunks, self.device)
+        if pixel_values_videos is None:
+            video_chunk_mask = torch.zeros_like(video_chunk_mask)
+        if input_features is None:
+            audio_chunk_mask = torch.zeros_like(audio_chunk_mask)
+
+        video_tokens = self._video_tokens(pixel_values_videos, batch, num_chunks)
+        audio_tokens = self._audio_tokens(input_features, batch, num_chunks)
+        combined, combiner_state = self.combiner.combine_streaming(
+            video_tokens, audio_tokens, video_chunk_mask, audio_chunk_mask, state.combiner_state
+        )  # (B, T, m, d_c)
+        media_chunk_mask = video_chunk_mask | audio_chunk_mask
+        # The latent model's mask needs every chunk so far: later chunks skip earlier ones without media.
+        seen_chunk_mask = media_chunk_mask
+        if state.media_chunk_mask is not None:
+            seen_chunk_mask = torch.cat([state.media_chunk_mask, media_chunk_mask], dim=1)  # (B, P + T)
+        latents = self.latent_model(combined, seen_chunk_mask, past_key_values=state.latent_cache)  # (B, T, m, d)
+        output = MirasolMediaOutput(
+            media_latents=latents, media_chunk_mask=media_chunk_mask, combined_features=combined
+        )
+        state.append(output, combiner_state)
+        return output, state
+
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -356,6 +439,10 @@ class MirasolForConditionalGeneration(MirasolPreTrainedModel, GenerationMixin):
     def encode_media(self, *args, **kwargs) -> MirasolMediaOutput:
         """See `MirasolModel.encode_media`."""
         return self.model.encode_media(*args, **kwargs)
+
+    def encode_media_chunk(self, *args, **kwargs) -> tuple[MirasolMediaOutput, MirasolStreamingState]:
+        """See `MirasolModel.encode_media_chunk`."""
+        return self.model.encode_media_chunk(*args, **kwargs)
 
     def forward(
         self,

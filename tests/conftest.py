@@ -41,3 +41,43 @@ def random_text(config: MirasolConfig, batch: int = 2, length: int = 7, seed: in
 @pytest.fixture
 def model():
     return tiny_model()
+
+
+QA_TEXTS = [
+    "what color was the square?", "red", "which sound was heard?", "beep", "how many times?", "two",
+    "what appeared first?", "the green circle",
+]
+
+
+def tiny_model_and_processor(seed: int = 0, **overrides):
+    """A tiny random model with a tokenizer trained on a few QA texts and the matching processor."""
+    from mirasol_hf import MirasolProcessor, build_tokenizer
+
+    tokenizer = build_tokenizer(QA_TEXTS, vocab_size=200)
+    text_overrides = {
+        "vocab_size": len(tokenizer),
+        "pad_token_id": tokenizer.pad_token_id,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        **overrides.pop("text_config", {}),
+    }
+    model = tiny_model(seed, text_config=text_overrides, **overrides)
+    return model, MirasolProcessor.from_model_config(model.config, tokenizer)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """A folder with a tiny random model and its processor, saved as users save them."""
+    folder = tmp_path_factory.mktemp("tiny-checkpoint")
+    model, processor = tiny_model_and_processor()
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def sample_clip(tmp_path_factory):
+    """A 2 s mp4 (H.264 + AAC) written with PyAV."""
+    from media_utils import write_video
+
+    return write_video(tmp_path_factory.mktemp("clips") / "clip.mp4", seconds=2.0, fps=10, width=48, height=48)
