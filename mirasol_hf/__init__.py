@@ -32,6 +32,7 @@ from .modeling_mirasol import (
 )
 from .pipeline import VideoQuestionAnsweringPipeline
 from .processing_mirasol import MirasolProcessor
+from .streaming import MirasolStreamingState
 from .tokenization_mirasol import build_tokenizer
 
 __version__ = "0.1.0"
@@ -67,6 +68,7 @@ __all__ = [
     "MirasolPreTrainedModel",
     "MirasolProcessor",
     "MirasolReconstructionConfig",
+    "MirasolStreamingState",
     "MirasolTextConfig",
     "MirasolVideoConfig",
     "VideoQuestionAnsweringPipeline",

@@ -49,9 +49,6 @@ class MirasolLatentModel(nn.Module):
         )
         self.slot_embedding = nn.Parameter(torch.zeros(tokens_per_chunk, config.hidden_size))
         self.encoder = MirasolEncoder(config)
-        for index, layer in enumerate(self.encoder.layers):
-            # The cache slot of this layer's keys/values when chunks are encoded with a cache.
-            layer.self_attn.layer_idx = index
 
     def forward(
         self, combined: torch.Tensor, media_chunk_mask: torch.Tensor, past_key_values: Cache | None = None
@@ -78,20 +75,8 @@ class MirasolLatentModel(nn.Module):
         hidden = hidden + chunk_position[:, None, :] + self.slot_embedding
         mask = additive_mask(block_causal_mask(media_chunk_mask, m, past_chunks), hidden.dtype)  # (B, 1, T*m, (P+T)*m)
         hidden = hidden.reshape(batch, num_chunks * m, -1)  # (B, T*m, d)
-        if past_key_values is None:
-            hidden = self.encoder(hidden, attention_mask=mask)
-        else:
-            hidden = self._encode_with_cache(hidden, mask, past_key_values)
+        hidden = self.encoder(hidden, attention_mask=mask, past_key_values=past_key_values)
         return hidden.reshape(batch, num_chunks, m, -1)  # (B, T, m, d)
-
-    def _encode_with_cache(self, hidden: torch.Tensor, mask: torch.Tensor, past_key_values: Cache) -> torch.Tensor:
-        # `MirasolEncoderLayer.forward` takes no cache, so its pre-LayerNorm block is spelled out here with the cache
-        # handed to the attention (same weights, same order of operations).
-        for layer in self.encoder.layers:
-            attended = layer.self_attn(layer.layer_norm1(hidden), attention_mask=mask, past_key_values=past_key_values)
-            hidden = hidden + attended
-            hidden = hidden + layer.mlp(layer.layer_norm2(hidden))
-        return self.encoder.norm(hidden)
 
 
 class MirasolLatentPredictor(nn.Module):

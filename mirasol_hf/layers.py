@@ -117,7 +117,7 @@ class MirasolMLP(nn.Module):
 class MirasolEncoderLayer(GradientCheckpointingLayer):
     """Pre-LayerNorm transformer block (ViT) used by the encoders, combiner, latent model and reconstruction."""
 
-    def __init__(self, config):
+    def __init__(self, config, layer_idx: int | None = None):
         super().__init__()
         self.layer_norm1 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.self_attn = MirasolAttention(
@@ -126,12 +126,17 @@ class MirasolEncoderLayer(GradientCheckpointingLayer):
             num_heads=config.num_attention_heads,
             head_dim=config.head_dim,
             dropout=config.attention_dropout,
+            cache_index=layer_idx,
         )
         self.layer_norm2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.mlp = MirasolMLP(config.hidden_size, config.intermediate_size, config.hidden_act, config.hidden_dropout)
 
-    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        hidden_states = hidden_states + self.self_attn(self.layer_norm1(hidden_states), attention_mask=attention_mask)
+    def forward(self, hidden_states: torch.Tensor, attention_mask=None, past_key_values=None) -> torch.Tensor:
+        """`past_key_values` (a transformers `Cache`): earlier tokens' keys/values are read and these appended."""
+        attended = self.self_attn(
+            self.layer_norm1(hidden_states), attention_mask=attention_mask, past_key_values=past_key_values
+        )
+        hidden_states = hidden_states + attended
         return hidden_states + self.mlp(self.layer_norm2(hidden_states))
 
 
@@ -140,12 +145,12 @@ class MirasolEncoder(nn.Module):
 
     def __init__(self, config):
         super().__init__()
-        self.layers = nn.ModuleList(MirasolEncoderLayer(config) for _ in range(config.num_hidden_layers))
+        self.layers = nn.ModuleList(MirasolEncoderLayer(config, index) for index in range(config.num_hidden_layers))
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
-    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, hidden_states: torch.Tensor, attention_mask=None, past_key_values=None) -> torch.Tensor:
         for layer in self.layers:
-            hidden_states = layer(hidden_states, attention_mask=attention_mask)
+            hidden_states = layer(hidden_states, attention_mask=attention_mask, past_key_values=past_key_values)
         return self.norm(hidden_states)
 
 
