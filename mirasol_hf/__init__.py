@@ -14,6 +14,7 @@ from transformers import (
 )
 from transformers.pipelines import PIPELINE_REGISTRY
 
+from .backbones import from_pretrained_backbones
 from .configuration_mirasol import (
     MirasolAudioConfig,
     MirasolCombinerConfig,
@@ -73,4 +74,5 @@ __all__ = [
     "MirasolVideoConfig",
     "VideoQuestionAnsweringPipeline",
     "build_tokenizer",
+    "from_pretrained_backbones",
 ]

@@ -424,6 +424,13 @@ class MirasolForConditionalGeneration(MirasolPreTrainedModel, GenerationMixin):
         self.lm_head = nn.Linear(text_config.hidden_size, text_config.vocab_size, bias=False)
         self.post_init()
 
+    @classmethod
+    def from_pretrained_backbones(cls, text_model, vision_model=None, audio_model=None, **kwargs):
+        """A model started from a pretrained LM and vision tower, and its processor: see `mirasol_hf.backbones`."""
+        from .backbones import from_pretrained_backbones  # backbones.py builds on this module
+
+        return from_pretrained_backbones(text_model, vision_model, audio_model, **kwargs)
+
     def get_input_embeddings(self):
         return self.model.get_input_embeddings()
 

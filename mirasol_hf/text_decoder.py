@@ -122,7 +122,8 @@ class MirasolTextModel(nn.Module):
     def __init__(self, config: MirasolTextConfig):
         super().__init__()
         self.config = config
-        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, config.pad_token_id)
+        # No padding_idx: models whose pad token is eos (Llama, Mistral) would otherwise never train eos's embedding.
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
         self.layers = nn.ModuleList(MirasolTextDecoderLayer(config, i) for i in range(config.num_hidden_layers))
         self.cross_attention_blocks = nn.ModuleList(
             MirasolGatedCrossAttentionBlock(config, cache_index=config.num_hidden_layers + j)
