@@ -34,6 +34,7 @@ from .modeling_mirasol import (
 from .pipeline import VideoQuestionAnsweringPipeline
 from .processing_mirasol import MirasolProcessor
 from .streaming import MirasolStreamingState
+from .training import MirasolDataCollator, MirasolTrainer, apply_training_stage
 from .tokenization_mirasol import build_tokenizer
 
 __version__ = "0.1.0"
@@ -72,7 +73,10 @@ __all__ = [
     "MirasolStreamingState",
     "MirasolTextConfig",
     "MirasolVideoConfig",
+    "MirasolDataCollator",
+    "MirasolTrainer",
     "VideoQuestionAnsweringPipeline",
+    "apply_training_stage",
     "build_tokenizer",
     "from_pretrained_backbones",
 ]

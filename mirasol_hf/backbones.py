@@ -576,26 +576,8 @@ def from_pretrained_backbones(
     return model, MirasolProcessor.from_model_config(config, tokenizer, **normalization)
 
 
-def freeze_text_backbone(model: MirasolForConditionalGeneration) -> list[str]:
-    """Freezes the pretrained text decoder and LM head, as in the paper's pretraining stage; returns their names.
-
-    The cross-attention blocks (new) stay trainable, as do the encoders, combiner, latent model and heads.
-    """
-    text_model = model.model.text_model
-    new = {id(p) for p in text_model.cross_attention_blocks.parameters()}
-    frozen, seen = [], set()
-    for name, parameter in model.named_parameters(remove_duplicate=False):
-        in_backbone = name.startswith("model.text_model.") or name.startswith("lm_head.")
-        if in_backbone and id(parameter) not in new and id(parameter) not in seen:
-            parameter.requires_grad_(False)
-            seen.add(id(parameter))
-            frozen.append(name)
-    return frozen
-
-
 __all__ = [
     "config_from_backbones",
-    "freeze_text_backbone",
     "from_pretrained_backbones",
     "inflate_patch_kernel",
     "resize_patch_kernel",

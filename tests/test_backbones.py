@@ -31,9 +31,9 @@ from transformers.utils.constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 from conftest import QA_TEXTS, open_gates, random_media
 from mirasol_hf import MirasolForConditionalGeneration, MirasolProcessor, build_tokenizer
+from mirasol_hf.training import apply_training_stage
 from mirasol_hf.backbones import (
     config_from_backbones,
-    freeze_text_backbone,
     from_pretrained_backbones,
     inflate_patch_kernel,
     resize_patch_kernel,
@@ -384,8 +384,8 @@ def test_freezing_the_text_backbone_trains_everything_else_and_leaves_the_lm_unc
         model, processor = from_pretrained_backbones(
             text_checkpoints[family], vision_checkpoints["siglip"], preset=PRESET
         )
-    frozen = set(freeze_text_backbone(model))
     names = {name for name, _ in model.named_parameters()}  # a tied LM head is listed once, as the embedding
+    frozen = names - set(apply_training_stage(model, "pretrain"))
     backbone = {
         name
         for name in names
