@@ -281,6 +281,23 @@ class MirasolModel(MirasolPreTrainedModel):
             raise ValueError(f"video and audio disagree on (batch, num_chunks): {found}")
         return next(iter(found.values()))
 
+    def _encode_modalities(
+        self, pixel_values_videos, input_features, video_chunk_mask, audio_chunk_mask, batch, num_chunks
+    ):
+        """Each chunk's video and audio tokens, (B, T, Nv, dv) and (B, T, Na, da), and the checked chunk masks.
+
+        A missing modality counts as absent in every chunk (its mask all False).
+        """
+        video_chunk_mask = _check_chunk_mask("video_chunk_mask", video_chunk_mask, batch, num_chunks, self.device)
+        audio_chunk_mask = _check_chunk_mask("audio_chunk_mask", audio_chunk_mask, batch, num_chunks, self.device)
+        if pixel_values_videos is None:
+            video_chunk_mask = torch.zeros_like(video_chunk_mask)
+        if input_features is None:
+            audio_chunk_mask = torch.zeros_like(audio_chunk_mask)
+        video_tokens = self._video_tokens(pixel_values_videos, batch, num_chunks)
+        audio_tokens = self._audio_tokens(input_features, batch, num_chunks)
+        return video_tokens, audio_tokens, video_chunk_mask, audio_chunk_mask
+
     def encode_media(
         self,
         pixel_values_videos: torch.FloatTensor | None = None,
@@ -293,15 +310,9 @@ class MirasolModel(MirasolPreTrainedModel):
         A missing modality counts as absent in every chunk (its mask all False), as does a chunk masked out.
         """
         batch, num_chunks = self._chunking(pixel_values_videos, input_features)
-        video_chunk_mask = _check_chunk_mask("video_chunk_mask", video_chunk_mask, batch, num_chunks, self.device)
-        audio_chunk_mask = _check_chunk_mask("audio_chunk_mask", audio_chunk_mask, batch, num_chunks, self.device)
-        if pixel_values_videos is None:
-            video_chunk_mask = torch.zeros_like(video_chunk_mask)
-        if input_features is None:
-            audio_chunk_mask = torch.zeros_like(audio_chunk_mask)
-
-        video_tokens = self._video_tokens(pixel_values_videos, batch, num_chunks)
-        audio_tokens = self._audio_tokens(input_features, batch, num_chunks)
+        video_tokens, audio_tokens, video_chunk_mask, audio_chunk_mask = self._encode_modalities(
+            pixel_values_videos, input_features, video_chunk_mask, audio_chunk_mask, batch, num_chunks
+        )
         combined = self.combiner(video_tokens, audio_tokens, video_chunk_mask, audio_chunk_mask)  # (B, T, m, d_c)
         media_chunk_mask = video_chunk_mask | audio_chunk_mask
         latents = self.latent_model(combined, media_chunk_mask)  # (B, T, m, d)
@@ -329,15 +340,9 @@ class MirasolModel(MirasolPreTrainedModel):
             state = MirasolStreamingState()
         elif state.batch_size not in (None, batch):
             raise ValueError(f"this chunk has batch size {batch}, the stream {state.batch_size}")
-        video_chunk_mask = _check_chunk_mask("video_chunk_mask", video_chunk_mask, batch, num_chunks, self.device)
-        audio_chunk_mask = _check_chunk_mask("audio_chunk_mask", audio_chunk_mask, batch, num_chunks, self.device)
-        if pixel_values_videos is None:
-            video_chunk_mask = torch.zeros_like(video_chunk_mask)
-        if input_features is None:
-            audio_chunk_mask = torch.zeros_like(audio_chunk_mask)
-
-        video_tokens = self._video_tokens(pixel_values_videos, batch, num_chunks)
-        audio_tokens = self._audio_tokens(input_features, batch, num_chunks)
+        video_tokens, audio_tokens, video_chunk_mask, audio_chunk_mask = self._encode_modalities(
+            pixel_values_videos, input_features, video_chunk_mask, audio_chunk_mask, batch, num_chunks
+        )
         combined, combiner_state = self.combiner.combine_streaming(
             video_tokens, audio_tokens, video_chunk_mask, audio_chunk_mask, state.combiner_state
         )  # (B, T, m, d_c)
