@@ -26,7 +26,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_SAMPLING_RATE = 16000
 # 8K UHD. Frames above this are refused before decoding: one decoded 16K frame alone is ~800 MB of RGB.
 DEFAULT_MAX_FRAME_PIXELS = 7680 * 4320
-DEFAULT_THREAD_TYPE = "SLICE"
+# FFmpeg's own threads inside one decoder or scaler: off by default, see read_media's `thread_type`.
+DEFAULT_THREAD_TYPE = None
 DEFAULT_MAX_THREADS = 4
 # Averages source pixels under each output pixel: the right filter for the large downscales done here.
 DEFAULT_INTERPOLATION = "AREA"
@@ -38,6 +39,9 @@ MAX_AUDIO_CHANNELS = 8
 RIGHT_ANGLE = 90
 # Timestamps are float seconds computed from integer ticks: compare them with this slack (far below a frame).
 TIME_TOLERANCE = 1e-6
+# Audio frames whose timestamp is this close to the end of the previous one continue it (timestamp rounding);
+# farther apart they are placed at their own time, with silence in a gap.
+AUDIO_JITTER_SECONDS = 1e-3
 
 
 class MediaError(ValueError):
@@ -301,7 +305,7 @@ def read_media(
     sampling_rate: int = DEFAULT_SAMPLING_RATE,
     max_frame_pixels: int = DEFAULT_MAX_FRAME_PIXELS,
     num_threads: int | None = None,
-    thread_type: str = DEFAULT_THREAD_TYPE,
+    thread_type: str | None = DEFAULT_THREAD_TYPE,
     interpolation: str = DEFAULT_INTERPOLATION,
 ) -> MediaClip:
     """Sampled frames and the mono audio of a media file (a path or a seekable file object).
@@ -319,7 +323,9 @@ def read_media(
         max_frame_pixels: refuse videos whose frames have more pixels than this.
         num_threads: threads decoding independent stretches of the video (paths only) and the audio side by side;
             default: the CPU count, at most `DEFAULT_MAX_THREADS`. Use 1 inside DataLoader workers.
-        thread_type: FFmpeg's own threading inside each decoder ("SLICE", "FRAME", "AUTO").
+        thread_type: FFmpeg's own threading inside each decoder ("SLICE", "FRAME", "AUTO" = both, with FFmpeg's
+            thread count). None: one thread per decoder and scaler, the parallelism being the stretches above;
+            FFmpeg's frame threads were slower here (see docs/media.md).
         interpolation: FFmpeg scaler interpolation ("AREA", "BILINEAR", "BICUBIC", ...).
 
     Raises:
@@ -507,7 +513,7 @@ def _read(
     )
     if frame_sampling == "nearest_keyframe" and timeline.has_timestamps:
         ranks = _nearest_keyframe_ranks(index, timeline, ranks)
-    convert = _frame_converter(video_stream, size, interpolation, max_frame_pixels, media.name)
+    convert = _frame_converter(video_stream, size, interpolation, max_frame_pixels, media.name, thread_type)
 
     # Independent stretches of video (each from its own keyframe) decode on containers of their own, side by side
     # with the audio, which keeps the first container: PyAV's seek flushes every decoder of a container.
@@ -520,7 +526,10 @@ def _read(
     def decode_part(part_index: int):
         part_container = media.open() if parallel else container
         stream = part_container.streams.video[video_stream.index]
-        stream.thread_type = thread_type
+        _set_threading(stream, thread_type)
+        for other in part_container.streams:
+            if other.index != video_stream.index:
+                other.discard = av.stream.Discard.all  # the demuxer then skips their packets entirely
         if timeline.has_timestamps:
             return _decode_exact(part_container, stream, index, timeline, parts[part_index], convert, media)
         return _decode_sequential(part_container, stream, parts[part_index], convert, media)
@@ -556,6 +565,13 @@ def _read(
         waveform_start_time=float(waveform_start),
         source=media.name,
     )
+
+
+def _set_threading(video_stream, thread_type: str | None):
+    if thread_type is None:
+        video_stream.thread_count = 1
+    else:
+        video_stream.thread_type, video_stream.thread_count = thread_type, 0  # 0: FFmpeg picks the count
 
 
 def _run_tasks(tasks: list[Callable], parallel: bool) -> list:
@@ -633,9 +649,10 @@ class _AudioTrack:
             logger.warning("audio sample rate changes mid-stream; keeping the %d Hz parts only", source_rate)
         kept = [(start, array) for start, rate, array in self.pieces if rate == source_rate]
         origin = next((start for start, _ in kept if start is not None), 0.0)
-        offsets, cursor = [], 0
+        offsets, cursor, jitter = [], 0, round(AUDIO_JITTER_SECONDS * source_rate)
         for start, array in kept:
             offset = cursor if start is None else max(0, round((start - origin) * source_rate))
+            offset = cursor if abs(offset - cursor) <= jitter else offset
             offsets.append(offset)
             cursor = offset + array.shape[1]
         lengths = np.array([array.shape[1] for _, array in kept])
@@ -710,8 +727,9 @@ def _split_by_keyframes(index: _VideoIndex, timeline: _Timeline, ranks: np.ndarr
     return [unique[share[stretch_of] == part] for part in range(parts) if np.any(share[stretch_of] == part)]
 
 
-def _frame_converter(video_stream, size, interpolation: str, max_frame_pixels: int, name: str) -> Callable:
+def _frame_converter(video_stream, size, interpolation, max_frame_pixels: int, name: str, thread_type) -> Callable:
     """Frame -> upright `(H, W, 3)` uint8 RGB, `size` = (width, height) after turning upright, or the stream's."""
+    scaler_threads = 1 if thread_type is None else 0  # 0: FFmpeg picks the count
 
     def convert(frame: "av.VideoFrame") -> np.ndarray:
         # The header's size was checked before decoding; this catches streams that grow or did not declare one.
@@ -731,7 +749,9 @@ def _frame_converter(video_stream, size, interpolation: str, max_frame_pixels: i
         else:
             # Scale to the stored orientation of the requested upright size.
             out_width, out_height = size[::-1] if quarter_turns % 2 else size
-        array = frame.to_ndarray(format="rgb24", width=out_width, height=out_height, interpolation=interpolation)
+        array = frame.to_ndarray(
+            format="rgb24", width=out_width, height=out_height, interpolation=interpolation, threads=scaler_threads
+        )
         if quarter_turns:
             # frame.rotation is counter-clockwise, as np.rot90 turns an image shown with row 0 on top.
             array = np.ascontiguousarray(np.rot90(array, quarter_turns))
@@ -769,7 +789,7 @@ def _decode_exact(container, video_stream, index: _VideoIndex, timeline: _Timeli
             return 1
         return 0
 
-    position, packets, k, segment_start = -1, None, 0, -1
+    position, packets, k, segment_start, skipping = -1, None, 0, -1, None
     while k < len(wanted_decode):
         # Seek only when it skips packets: the next start lies beyond both the next packet and the current segment.
         if packets is None or starts[k] > max(position + 1, segment_start):
@@ -794,7 +814,9 @@ def _decode_exact(container, video_stream, index: _VideoIndex, timeline: _Timeli
         d = decode_of_pts.get(packet.pts, position + 1)
         # Frames nobody references and nobody wants are dropped by the decoder before any work on them: every
         # reference frame is still decoded, so the wanted frames come out exactly as in a full decode.
-        codec.skip_frame = "DEFAULT" if d in wanted_decode_set else "NONREF"
+        skip = "DEFAULT" if d in wanted_decode_set else "NONREF"
+        if skip != skipping:
+            codec.skip_frame = skipping = skip
         errors += feed(packet)
         position = max(position, d)
         while k < len(wanted_decode) and wanted_decode[k] <= position:
@@ -826,10 +848,10 @@ def _decode_sequential(container, video_stream, ranks, convert, media: _Source, 
         container.seek(0, backward=True)
         video_stream.codec_context.flush_buffers()
     except av.FFmpegError:
-        thread_type = video_stream.thread_type
+        thread_type, thread_count = video_stream.thread_type, video_stream.thread_count
         container = media.open()
         video_stream = container.streams.video[video_stream.index]
-        video_stream.thread_type = thread_type
+        video_stream.thread_type, video_stream.thread_count = thread_type, thread_count
     codec = video_stream.codec_context
     codec.skip_frame = "DEFAULT"
     wanted = set(int(rank) for rank in ranks)
