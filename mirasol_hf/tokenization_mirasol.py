@@ -35,6 +35,10 @@ def build_tokenizer(
     Words are split on whitespace and punctuation; unseen words fall back to sub-words and single characters (all
     of ASCII is in the vocabulary), so only non-ASCII characters absent from `texts` become `<unk>`. Encoding adds
     `<s>` in front; the processor appends `</s>` after answers. `pad`, `bos`, `eos`, `unk` are always ids 0-3.
+
+    The `tokenizers` trainer breaks frequency ties in no fixed order, so two calls on the same texts may give
+    different vocabularies: build the tokenizer once and save it with the checkpoint (the processor does), and in
+    multi-process training build it on one process and share it (`mirasol_hf.training.build_shared_tokenizer`).
     """
     texts = list(texts)
     if not texts:
