@@ -51,28 +51,26 @@ def answer(args) -> int:
 
     from . import pipeline as _registers_the_task  # noqa: F401
 
-    progress = tqdm(total=2, desc="loading the model", disable=args.quiet, file=sys.stderr, leave=False)
     try:
         answerer = pipeline("video-question-answering", model=model_path)
     except (OSError, ValueError) as error:
-        progress.close()
         return _fail(f"cannot load a Mirasol model from {model_path}: {error}")
-    progress.update()
-    progress.set_description("reading, encoding and answering")
+    frames = args.frames or answerer.processor.num_frames
+    progress = tqdm(total=frames, desc="decoding frames", unit="frame", disable=args.quiet, file=sys.stderr)
     try:
         answers = answerer(
             str(video),
             args.questions,
             num_frames=args.frames,
+            progress=progress.update,
             max_new_tokens=args.max_new_tokens,
             num_beams=args.num_beams,
             do_sample=False,
         )
     except ValueError as error:
-        progress.close()
         return _fail(str(error))
-    progress.update()
-    progress.close()
+    finally:
+        progress.close()
     replies = [entry["answer"] for entry in answers]
     if args.json:
         print(json.dumps([{"question": q, "answer": a} for q, a in zip(args.questions, replies)], indent=2))

@@ -307,6 +307,7 @@ def read_media(
     num_threads: int | None = None,
     thread_type: str | None = DEFAULT_THREAD_TYPE,
     interpolation: str = DEFAULT_INTERPOLATION,
+    progress: Callable[[], None] | None = None,
 ) -> MediaClip:
     """Sampled frames and the mono audio of a media file (a path or a seekable file object).
 
@@ -327,6 +328,8 @@ def read_media(
             thread count). None: one thread per decoder and scaler, the parallelism being the stretches above;
             FFmpeg's frame threads were slower here (see docs/media.md).
         interpolation: FFmpeg scaler interpolation ("AREA", "BILINEAR", "BICUBIC", ...).
+        progress: called once per sampled frame as it is decoded (from decoding threads), e.g. a progress bar's
+            `update`.
 
     Raises:
         MediaError (a ValueError) naming the source: missing, empty or unreadable files, no video stream, frames
@@ -354,6 +357,7 @@ def read_media(
             num_threads=max(1, int(num_threads)),
             thread_type=thread_type,
             interpolation=interpolation,
+            progress=progress,
         )
     except av.FFmpegError as error:
         raise MediaError(f"{media.name}: FFmpeg could not read the file: {error}") from error
@@ -466,6 +470,17 @@ def _pick_video_stream(container, name: str):
     return best if best in candidates else candidates[0]
 
 
+def _reporting(convert: Callable, progress: Callable[[], None]) -> Callable:
+    """`convert`, calling `progress()` after each frame."""
+
+    def convert_and_report(frame):
+        result = convert(frame)
+        progress()
+        return result
+
+    return convert_and_report
+
+
 def _read(
     media: _Source,
     *,
@@ -481,6 +496,7 @@ def _read(
     num_threads,
     thread_type,
     interpolation,
+    progress=None,
 ) -> MediaClip:
     container = media.open()
     video_stream = _pick_video_stream(container, media.name)
@@ -514,6 +530,8 @@ def _read(
     if frame_sampling == "nearest_keyframe" and timeline.has_timestamps:
         ranks = _nearest_keyframe_ranks(index, timeline, ranks)
     convert = _frame_converter(video_stream, size, interpolation, max_frame_pixels, media.name, thread_type)
+    if progress is not None:
+        convert = _reporting(convert, progress)
 
     # Independent stretches of video (each from its own keyframe) decode on containers of their own, side by side
     # with the audio, which keeps the first container: PyAV's seek flushes every decoder of a container.

@@ -18,7 +18,7 @@ from transformers import GenerationConfig, Pipeline
 
 MAX_NEW_TOKENS = 32
 # Pipeline-level keyword arguments; everything else goes to `generate()`.
-PREPROCESS_PARAMS = ("frame_sampling", "num_frames")
+PREPROCESS_PARAMS = ("frame_sampling", "num_frames", "progress")
 
 
 class _Item:
@@ -122,9 +122,9 @@ class VideoQuestionAnsweringPipeline(Pipeline):
             results.append(item_answers[0] if item.single_question else item_answers)
         return results if many_videos else results[0]
 
-    def preprocess(self, group: list[_Item], frame_sampling: str | None = None, num_frames: int | None = None):
-        """Reads the videos (`num_frames` overrides the model's frame count; a multiple of its chunk length) and
-        tokenizes every question."""
+    def preprocess(self, group: list[_Item], frame_sampling=None, num_frames: int | None = None, progress=None):
+        """Reads the videos (`num_frames` overrides the model's frame count, a multiple of its chunk length;
+        `progress()` is called per decoded frame) and tokenizes every question."""
         processor = self.processor
         settings = {"frame_sampling": frame_sampling}
         if num_frames is not None:
@@ -137,7 +137,9 @@ class VideoQuestionAnsweringPipeline(Pipeline):
             if value is not None:
                 setattr(processor, name, value)
         try:
-            media = processor(videos=[item.video for item in group], return_tensors="pt")
+            read_options = {} if progress is None else {"progress": progress}
+            clips = [processor.read_video(item.video, **read_options) for item in group]
+            media = processor(videos=clips, return_tensors="pt")
         finally:
             for name, value in previous.items():
                 setattr(processor, name, value)

@@ -8,7 +8,7 @@ from transformers.feature_extraction_utils import BatchFeature
 from transformers.processing_utils import ProcessorMixin
 
 from .feature_extraction_mirasol import MirasolFeatureExtractor
-from .media import DEFAULT_MAX_FRAME_PIXELS, FRAME_SAMPLING_MODES, MediaError, load_media
+from .media import DEFAULT_MAX_FRAME_PIXELS, FRAME_SAMPLING_MODES, MediaClip, MediaError, load_media
 
 
 # Defaults follow MirasolConfig's; build from a model with `MirasolProcessor.from_model_config`.
@@ -231,24 +231,28 @@ class MirasolProcessor(ProcessorMixin):
             raise ValueError("videos is an empty list")
         return videos
 
-    def _process_videos(self, video_list: list) -> dict:
-        clips = []
-        for video in video_list:
-            clip = load_media(
-                video,
-                num_frames=self.num_frames,
-                width=self.image_size,
-                height=self.image_size,
-                sampling_rate=self.feature_extractor.sampling_rate,
-                frame_sampling=self.frame_sampling,
-                max_frame_pixels=self.max_frame_pixels,
+    def read_video(self, video, **read_options) -> MediaClip:
+        """One video read with this processor's settings (frame count, size, audio rate, sampling mode) as a
+        `MediaClip`, which `__call__` also accepts; `read_options` go to `read_media` (e.g. `progress=bar.update`)."""
+        clip = load_media(
+            video,
+            num_frames=self.num_frames,
+            width=self.image_size,
+            height=self.image_size,
+            sampling_rate=self.feature_extractor.sampling_rate,
+            frame_sampling=self.frame_sampling,
+            max_frame_pixels=self.max_frame_pixels,
+            **read_options,
+        )
+        if clip.num_frames != self.num_frames or clip.frames.shape[1:3] != (self.image_size, self.image_size):
+            raise MediaError(
+                f"{clip.source}: got frames of shape {clip.frames.shape}, expected "
+                f"({self.num_frames}, {self.image_size}, {self.image_size}, 3)"
             )
-            if clip.num_frames != self.num_frames or clip.frames.shape[1:3] != (self.image_size, self.image_size):
-                raise MediaError(
-                    f"{clip.source}: got frames of shape {clip.frames.shape}, expected "
-                    f"({self.num_frames}, {self.image_size}, {self.image_size}, 3)"
-                )
-            clips.append(clip)
+        return clip
+
+    def _process_videos(self, video_list: list) -> dict:
+        clips = [self.read_video(video) for video in video_list]
         frames = np.stack([clip.frames for clip in clips])  # (B, F, S, S, 3) uint8
         mean = np.asarray(self.image_mean, np.float32)
         std = np.asarray(self.image_std, np.float32)

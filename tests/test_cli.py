@@ -24,7 +24,7 @@ def test_cli_answers_and_prints_json(tiny_checkpoint, sample_clip):
                  "--max-new-tokens", "3")
     assert plain.returncode == 0, plain.stderr
     assert plain.stdout.strip() == answers[0]["answer"]
-    assert "reading, encoding and answering" in plain.stderr  # the progress bar
+    assert "decoding frames" in plain.stderr and "16/16" in plain.stderr  # the progress bar, one step per frame
 
 
 def test_cli_bad_inputs_give_clear_messages(tiny_checkpoint, sample_clip, tmp_path, capsys):

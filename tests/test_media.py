@@ -286,3 +286,10 @@ def test_sample_frame_indices_rejects_conflicting_options():
 def test_media_clip_passes_through_load_media(clip_path):
     clip = read_media(clip_path, 4)
     assert load_media(clip) is clip and isinstance(clip, MediaClip)
+
+
+def test_progress_is_called_once_per_sampled_frame(tmp_path):
+    path = write_video(tmp_path / "clip.mp4", seconds=2.0, fps=10)
+    calls = []
+    clip = read_media(path, num_frames=7, progress=lambda: calls.append(1))
+    assert clip.num_frames == 7 and len(calls) == 7
