@@ -7,7 +7,7 @@ Writes a synthetic clip (mp4, H.264 + AAC) long enough for the frame count, then
   * N questions, one call:  pipe(video, [q1, ..., qN])  (the video is read and encoded once)
   * N independent calls:    [pipe(video, q) for q in questions]
 Each answer is generated to exactly `--new-tokens` tokens so every setting does the same decoding work. Times are the
-best of `--repeats`. The model defaults to one sized like the shipped default model; random weights do not change
+best of `--repeats`. The model defaults to a small random one; random weights do not change
 the cost.
 """
 
@@ -54,7 +54,7 @@ def _best_time(function, repeats: int) -> float:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", help="checkpoint folder (default: a random model sized like the default model)")
+    parser.add_argument("--model", help="checkpoint folder (default: a small random model)")
     parser.add_argument("--frames", type=int, default=128)
     parser.add_argument("--questions", type=int, default=10)
     parser.add_argument("--new-tokens", type=int, default=4)

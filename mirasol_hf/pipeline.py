@@ -1,6 +1,6 @@
 """The "video-question-answering" pipeline: videos + questions in, answers out.
 
-    pipe = pipeline("video-question-answering", model=mirasol_hf.DEFAULT_MODEL)
+    pipe = pipeline("video-question-answering", model="path/to/checkpoint")
     pipe("clip.mp4", "what color was the square?")             -> {"answer": "red"}
     pipe("clip.mp4", ["what color ...?", "which sound ...?"])   -> [{"answer": ...}, {"answer": ...}]
     pipe(["a.mp4", "b.mp4"], "which sound was heard?")          -> [{"answer": ...}, {"answer": ...}]
