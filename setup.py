@@ -24,6 +24,7 @@ setup(
         "peft",
         "einops",
         "numpy",
+        "tqdm",
     ],
     extras_require={"test": ["pytest", "pytest-timeout"]},
     entry_points={"console_scripts": ["mirasol-hf=mirasol_hf.cli:main"]},
