@@ -13,7 +13,7 @@ setup(
     # torch is not listed as a hard pin: install it first (README), so pip does not pull a CUDA build here.
     install_requires=[
         "torch>=2.6",
-        "transformers>=5.0,<6",
+        "transformers>=5.24,<6",  # 5.24 renamed past_key_values to cache
         "accelerate>=1.0",
         "safetensors",
         "huggingface-hub",

@@ -5,7 +5,7 @@ token of chunk t see the tokens of chunks <= t only, so h_t depends on x_{<=t} a
 h_{<=t} unchanged. Positions are the chunk index (sin-cos, any number of chunks) plus a learned slot embedding.
 
 Because of that mask, the chunks can also be encoded a few at a time: given the keys/values of the earlier chunks in
-a cache, the new chunks' h equals what the whole sequence gives (`forward(..., past_key_values=cache)`, used by
+a cache, the new chunks' h equals what the whole sequence gives (`forward(..., cache=cache)`, used by
 `MirasolModel.encode_media_chunk`).
 """
 
@@ -51,16 +51,16 @@ class MirasolLatentModel(nn.Module):
         self.encoder = MirasolEncoder(config)
 
     def forward(
-        self, combined: torch.Tensor, media_chunk_mask: torch.Tensor, past_key_values: Cache | None = None
+        self, combined: torch.Tensor, media_chunk_mask: torch.Tensor, cache: Cache | None = None
     ) -> torch.Tensor:
         """h for the chunks in `combined` (B, T, m, d_c).
 
-        With `past_key_values` holding the keys/values of the P chunks before (a stream), `combined` holds only the
+        With `cache` holding the keys/values of the P chunks before (a stream), `combined` holds only the
         new chunks, `media_chunk_mask` covers all P + T chunks, and the new keys/values are appended to the cache.
         """
         batch, num_chunks, m, _ = combined.shape
         past_chunks = media_chunk_mask.shape[1] - num_chunks
-        cached_tokens = past_key_values.get_seq_length() if past_key_values is not None else 0
+        cached_tokens = cache.get_seq_length() if cache is not None else 0
         if past_chunks < 0 or cached_tokens != past_chunks * m:
             raise ValueError(
                 f"media_chunk_mask covers {media_chunk_mask.shape[1]} chunks, {num_chunks} of them new, but the cache "
@@ -75,7 +75,7 @@ class MirasolLatentModel(nn.Module):
         hidden = hidden + chunk_position[:, None, :] + self.slot_embedding
         mask = additive_mask(block_causal_mask(media_chunk_mask, m, past_chunks), hidden.dtype)  # (B, 1, T*m, (P+T)*m)
         hidden = hidden.reshape(batch, num_chunks * m, -1)  # (B, T*m, d)
-        hidden = self.encoder(hidden, attention_mask=mask, past_key_values=past_key_values)
+        hidden = self.encoder(hidden, attention_mask=mask, cache=cache)
         return hidden.reshape(batch, num_chunks, m, -1)  # (B, T, m, d)
 
 

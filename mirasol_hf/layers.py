@@ -63,7 +63,7 @@ class MirasolAttention(nn.Module):
         key_value_states: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
-        past_key_values=None,
+        cache=None,
         is_cross_attention: bool = False,
         **kwargs,
     ) -> torch.Tensor:
@@ -72,7 +72,7 @@ class MirasolAttention(nn.Module):
 
         if is_cross_attention and key_value_states is None:
             # Decoding step: the media keys/values were stored at prefill.
-            layer = past_key_values.layers[self.layer_idx]
+            layer = cache.layers[self.layer_idx]
             key, value = layer.keys, layer.values
         else:
             source = hidden_states if key_value_states is None else key_value_states
@@ -81,8 +81,8 @@ class MirasolAttention(nn.Module):
             if position_embeddings is not None:
                 cos, sin = position_embeddings
                 query, key = apply_rotary_pos_emb(query, key, cos, sin)
-            if past_key_values is not None:
-                key, value = past_key_values.update(key, value, self.layer_idx)
+            if cache is not None:
+                key, value = cache.update(key, value, self.layer_idx)
 
         attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
             self.config._attn_implementation, eager_attention_forward
@@ -131,10 +131,10 @@ class MirasolEncoderLayer(GradientCheckpointingLayer):
         self.layer_norm2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.mlp = MirasolMLP(config.hidden_size, config.intermediate_size, config.hidden_act, config.hidden_dropout)
 
-    def forward(self, hidden_states: torch.Tensor, attention_mask=None, past_key_values=None) -> torch.Tensor:
-        """`past_key_values` (a transformers `Cache`): earlier tokens' keys/values are read and these appended."""
+    def forward(self, hidden_states: torch.Tensor, attention_mask=None, cache=None) -> torch.Tensor:
+        """`cache` (a transformers `Cache`): earlier tokens' keys/values are read and these appended."""
         attended = self.self_attn(
-            self.layer_norm1(hidden_states), attention_mask=attention_mask, past_key_values=past_key_values
+            self.layer_norm1(hidden_states), attention_mask=attention_mask, cache=cache
         )
         hidden_states = hidden_states + attended
         return hidden_states + self.mlp(self.layer_norm2(hidden_states))
@@ -148,9 +148,9 @@ class MirasolEncoder(nn.Module):
         self.layers = nn.ModuleList(MirasolEncoderLayer(config, index) for index in range(config.num_hidden_layers))
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
-    def forward(self, hidden_states: torch.Tensor, attention_mask=None, past_key_values=None) -> torch.Tensor:
+    def forward(self, hidden_states: torch.Tensor, attention_mask=None, cache=None) -> torch.Tensor:
         for layer in self.layers:
-            hidden_states = layer(hidden_states, attention_mask=attention_mask, past_key_values=past_key_values)
+            hidden_states = layer(hidden_states, attention_mask=attention_mask, cache=cache)
         return self.norm(hidden_states)
 
 

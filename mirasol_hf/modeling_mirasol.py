@@ -28,6 +28,7 @@ from transformers import initialization as init
 from transformers.cache_utils import Cache
 from transformers.modeling_utils import slice_logits_to_keep
 from transformers.utils import ModelOutput
+from transformers.utils.deprecation import deprecate_kwarg
 
 from .audio_encoder import MirasolAudioEncoder
 from .combiners import (
@@ -66,7 +67,7 @@ class MirasolMediaOutput(ModelOutput):
 @dataclass
 class MirasolModelOutputWithPast(ModelOutput):
     last_hidden_state: torch.FloatTensor | None = None
-    past_key_values: Cache | None = None
+    cache: Cache | None = None
     media_latents: torch.FloatTensor | None = None
     media_chunk_mask: torch.BoolTensor | None = None
     combined_features: torch.FloatTensor | None = None
@@ -78,7 +79,7 @@ class MirasolCausalLMOutputWithPast(ModelOutput):
 
     loss: torch.FloatTensor | None = None
     logits: torch.FloatTensor | None = None
-    past_key_values: Cache | None = None
+    cache: Cache | None = None
     text_loss: torch.FloatTensor | None = None
     latent_loss: torch.FloatTensor | None = None
     reconstruction_loss: torch.FloatTensor | None = None
@@ -117,7 +118,7 @@ class MirasolPreTrainedModel(PreTrainedModel):
     input_modalities = ("video", "audio", "text")
     supports_gradient_checkpointing = True
     _no_split_modules = ["MirasolEncoderLayer", "MirasolTextDecoderLayer", "MirasolGatedCrossAttentionBlock"]
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = ["cache"]
     _supports_sdpa = True
     _supports_flash_attn = False  # the block-causal and cross-attention masks are 4D
     _supports_attention_backend = True
@@ -351,13 +352,15 @@ class MirasolModel(MirasolPreTrainedModel):
         seen_chunk_mask = media_chunk_mask
         if state.media_chunk_mask is not None:
             seen_chunk_mask = torch.cat([state.media_chunk_mask, media_chunk_mask], dim=1)  # (B, P + T)
-        latents = self.latent_model(combined, seen_chunk_mask, past_key_values=state.latent_cache)  # (B, T, m, d)
+        latents = self.latent_model(combined, seen_chunk_mask, cache=state.latent_cache)  # (B, T, m, d)
         output = MirasolMediaOutput(
             media_latents=latents, media_chunk_mask=media_chunk_mask, combined_features=combined
         )
         state.append(output, combiner_state)
         return output, state
 
+    # transformers 5.24 renamed `past_key_values` to `cache`; the old name still works, as in Llama.
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -369,7 +372,7 @@ class MirasolModel(MirasolPreTrainedModel):
         audio_chunk_mask: torch.BoolTensor | None = None,
         media_latents: torch.FloatTensor | MirasolMediaOutput | None = None,
         media_chunk_mask: torch.BoolTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         use_cache: bool | None = None,
         **kwargs,
@@ -389,19 +392,19 @@ class MirasolModel(MirasolPreTrainedModel):
                 f"media_latents must be (batch, num_chunks, tokens_per_chunk, hidden), got {tuple(media_latents.shape)}"
             )
 
-        hidden_states, past_key_values = self.text_model(
+        hidden_states, cache = self.text_model(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
             media_latents=media_latents,
             media_chunk_mask=media_chunk_mask,
-            past_key_values=past_key_values,
+            cache=cache,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
         )
         return MirasolModelOutputWithPast(
             last_hidden_state=hidden_states,
-            past_key_values=past_key_values,
+            cache=cache,
             media_latents=media_latents,
             media_chunk_mask=media_chunk_mask,
             combined_features=media.combined_features if media is not None else None,
@@ -456,6 +459,8 @@ class MirasolForConditionalGeneration(MirasolPreTrainedModel, GenerationMixin):
         """See `MirasolModel.encode_media_chunk`."""
         return self.model.encode_media_chunk(*args, **kwargs)
 
+    # transformers 5.24 renamed `past_key_values` to `cache`; the old name still works, as in Llama.
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -467,7 +472,7 @@ class MirasolForConditionalGeneration(MirasolPreTrainedModel, GenerationMixin):
         audio_chunk_mask: torch.BoolTensor | None = None,
         media_latents: torch.FloatTensor | MirasolMediaOutput | None = None,
         media_chunk_mask: torch.BoolTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
@@ -489,7 +494,7 @@ class MirasolForConditionalGeneration(MirasolPreTrainedModel, GenerationMixin):
             audio_chunk_mask=audio_chunk_mask,
             media_latents=media_latents,
             media_chunk_mask=media_chunk_mask,
-            past_key_values=past_key_values,
+            cache=cache,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
         )
@@ -515,7 +520,7 @@ class MirasolForConditionalGeneration(MirasolPreTrainedModel, GenerationMixin):
         return MirasolCausalLMOutputWithPast(
             loss=loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
+            cache=outputs.cache,
             text_loss=text_loss,
             latent_loss=media_latent_loss,
             reconstruction_loss=media_reconstruction_loss,
@@ -577,11 +582,11 @@ class MirasolForConditionalGeneration(MirasolPreTrainedModel, GenerationMixin):
         return super().generate(inputs, generation_config, **kwargs)
 
     def prepare_inputs_for_generation(
-        self, input_ids, past_key_values=None, media_latents=None, use_cache=True, is_first_iteration=False, **kwargs
+        self, input_ids, cache=None, media_latents=None, use_cache=True, is_first_iteration=False, **kwargs
     ):
         model_inputs = super().prepare_inputs_for_generation(
             input_ids,
-            past_key_values=past_key_values,
+            cache=cache,
             media_latents=media_latents,
             use_cache=use_cache,
             is_first_iteration=is_first_iteration,

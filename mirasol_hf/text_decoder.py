@@ -63,12 +63,12 @@ class MirasolTextDecoderLayer(GradientCheckpointingLayer):
         self.input_layernorm = LlamaRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.post_attention_layernorm = LlamaRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
 
-    def forward(self, hidden_states, attention_mask=None, position_embeddings=None, past_key_values=None, **kwargs):
+    def forward(self, hidden_states, attention_mask=None, position_embeddings=None, cache=None, **kwargs):
         hidden_states = hidden_states + self.self_attn(
             self.input_layernorm(hidden_states),
             attention_mask=attention_mask,
             position_embeddings=position_embeddings,
-            past_key_values=past_key_values,
+            cache=cache,
         )
         return hidden_states + self.mlp(self.post_attention_layernorm(hidden_states))
 
@@ -92,12 +92,12 @@ class MirasolGatedCrossAttentionBlock(GradientCheckpointingLayer):
         else:
             self.mlp = None
 
-    def forward(self, hidden_states, media_latents=None, media_attention_mask=None, has_media=None, past_key_values=None):
+    def forward(self, hidden_states, media_latents=None, media_attention_mask=None, has_media=None, cache=None):
         attended = self.cross_attn(
             self.input_layernorm(hidden_states),
             key_value_states=media_latents,
             attention_mask=media_attention_mask,
-            past_key_values=past_key_values,
+            cache=cache,
             is_cross_attention=True,
         )
         # Samples without any media chunk get no cross-attention update at all.
@@ -109,10 +109,10 @@ class MirasolGatedCrossAttentionBlock(GradientCheckpointingLayer):
         return hidden_states
 
 
-def _cross_attention_cached(past_key_values: Cache | None, index: int) -> bool:
-    if past_key_values is None or index >= len(past_key_values.layers):
+def _cross_attention_cached(cache: Cache | None, index: int) -> bool:
+    if cache is None or index >= len(cache.layers):
         return False
-    layer = past_key_values.layers[index]
+    layer = cache.layers[index]
     return layer.is_initialized and layer.keys.numel() > 0
 
 
@@ -134,11 +134,11 @@ class MirasolTextModel(nn.Module):
         self.norm = LlamaRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.rotary_emb = LlamaRotaryEmbedding(config=config)
 
-    def _ensure_cache_slots(self, past_key_values: Cache) -> None:
+    def _ensure_cache_slots(self, cache: Cache) -> None:
         # A cache built from the config has one slot per decoder layer; the cross-attention blocks need theirs too.
         needed = self.config.num_hidden_layers + len(self.cross_attention_blocks)
-        while len(past_key_values.layers) < needed:
-            past_key_values.layers.append(DynamicLayer())
+        while len(cache.layers) < needed:
+            cache.layers.append(DynamicLayer())
 
     def forward(
         self,
@@ -147,7 +147,7 @@ class MirasolTextModel(nn.Module):
         position_ids: torch.LongTensor | None = None,
         media_latents: torch.Tensor | None = None,
         media_chunk_mask: torch.Tensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
     ) -> tuple[torch.Tensor, Cache | None]:
@@ -163,13 +163,13 @@ class MirasolTextModel(nn.Module):
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)
         use_cache = self.config.use_cache if use_cache is None else use_cache
-        if use_cache and past_key_values is None:
-            past_key_values = DynamicCache(config=self.config)
-        if past_key_values is not None:
-            self._ensure_cache_slots(past_key_values)
+        if use_cache and cache is None:
+            cache = DynamicCache(config=self.config)
+        if cache is not None:
+            self._ensure_cache_slots(cache)
 
         batch, length = inputs_embeds.shape[:2]
-        past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
+        past_length = cache.get_seq_length() if cache is not None else 0
         if position_ids is None:
             if attention_mask is not None and attention_mask.shape[-1] == past_length + length:
                 # Left padding: positions count real tokens only, as generate() does.
@@ -180,13 +180,13 @@ class MirasolTextModel(nn.Module):
             config=self.config,
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
-            past_key_values=past_key_values,
+            cache=cache,
             position_ids=position_ids,
         )
         position_embeddings = self.rotary_emb(inputs_embeds, position_ids=position_ids)
 
         cross_cached = bool(self.cross_attention_blocks) and _cross_attention_cached(
-            past_key_values, self.cross_attention_blocks[0].cross_attn.layer_idx
+            cache, self.cross_attention_blocks[0].cross_attn.layer_idx
         )
         media_tokens = media_attention_mask = has_media = None
         if media_latents is not None:
@@ -194,7 +194,7 @@ class MirasolTextModel(nn.Module):
             num_chunks, tokens_per_chunk = media_latents.shape[1:3]
         elif cross_cached:
             # Decoding step: the media keys/values (B, heads, T*m, D) are in the cache.
-            num_media_tokens = past_key_values.layers[self.cross_attention_blocks[0].cross_attn.layer_idx].keys.shape[2]
+            num_media_tokens = cache.layers[self.cross_attention_blocks[0].cross_attn.layer_idx].keys.shape[2]
             num_chunks = media_chunk_mask.shape[1] if media_chunk_mask is not None else 1
             tokens_per_chunk = num_media_tokens // num_chunks
         use_media = media_tokens is not None or cross_cached
@@ -214,12 +214,12 @@ class MirasolTextModel(nn.Module):
                     media_tokens,
                     media_attention_mask=media_attention_mask,
                     has_media=has_media,
-                    past_key_values=past_key_values,
+                    cache=cache,
                 )
             hidden_states = layer(
                 hidden_states,
                 attention_mask=causal_mask,
                 position_embeddings=position_embeddings,
-                past_key_values=past_key_values,
+                cache=cache,
             )
-        return self.norm(hidden_states), past_key_values
+        return self.norm(hidden_states), cache
