@@ -66,11 +66,14 @@ class MirasolMediaOutput(ModelOutput):
 
 @dataclass
 class MirasolModelOutputWithPast(ModelOutput):
+    """`media_latents` / `media_chunk_mask` are what each text row attended to; `encoded_media` is the encoding of the
+    raw media given (one row per clip, before `media_index`), None when `media_latents` were passed in."""
+
     last_hidden_state: torch.FloatTensor | None = None
     cache: Cache | None = None
     media_latents: torch.FloatTensor | None = None
     media_chunk_mask: torch.BoolTensor | None = None
-    combined_features: torch.FloatTensor | None = None
+    encoded_media: MirasolMediaOutput | None = None
 
 
 @dataclass
@@ -196,6 +199,24 @@ def _check_chunk_mask(name: str, mask, batch: int, num_chunks: int, device) -> t
     if mask.shape != (batch, num_chunks):
         raise ValueError(f"{name} must have shape (batch, num_chunks) = {(batch, num_chunks)}, got {tuple(mask.shape)}")
     return mask.to(device=device, dtype=torch.bool)
+
+
+def _select_media(media_latents, media_chunk_mask, media_index, text_rows: int):
+    """Media rows for each text row: `media_latents[media_index]`, checked."""
+    if media_latents is None:
+        raise ValueError("media_index was given without media (pixel_values_videos, input_features or media_latents)")
+    if media_index.ndim != 1 or media_index.shape[0] != text_rows or media_index.dtype.is_floating_point:
+        raise ValueError(
+            f"media_index must be an integer tensor (batch,) with one entry per text row ({text_rows}), got "
+            f"{media_index.dtype} {tuple(media_index.shape)}"
+        )
+    media_rows = media_latents.shape[0]
+    if media_index.numel() and (media_index.min() < 0 or media_index.max() >= media_rows):
+        raise ValueError(f"media_index must lie in [0, {media_rows}) (the media batch), got {media_index.tolist()}")
+    media_index = media_index.to(media_latents.device)
+    if media_chunk_mask is not None:
+        media_chunk_mask = media_chunk_mask[media_index]
+    return media_latents[media_index], media_chunk_mask
 
 
 class MirasolModel(MirasolPreTrainedModel):
@@ -372,12 +393,17 @@ class MirasolModel(MirasolPreTrainedModel):
         audio_chunk_mask: torch.BoolTensor | None = None,
         media_latents: torch.FloatTensor | MirasolMediaOutput | None = None,
         media_chunk_mask: torch.BoolTensor | None = None,
+        media_index: torch.LongTensor | None = None,
         cache: Cache | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         use_cache: bool | None = None,
         **kwargs,
     ) -> MirasolModelOutputWithPast:
-        """Encodes raw media (or takes `media_latents` from `encode_media`) and runs the text decoder on it."""
+        """Encodes raw media (or takes `media_latents` from `encode_media`) and runs the text decoder on it.
+
+        `media_index` (B_text,) lets several text rows share one clip: text row i attends to media row
+        `media_index[i]`, so a clip asked about many times is encoded once per batch (training included).
+        """
         has_raw_media = pixel_values_videos is not None or input_features is not None
         if isinstance(media_latents, MirasolMediaOutput):
             media_latents, media_chunk_mask = media_latents.media_latents, media_latents.media_chunk_mask
@@ -391,6 +417,9 @@ class MirasolModel(MirasolPreTrainedModel):
             raise ValueError(
                 f"media_latents must be (batch, num_chunks, tokens_per_chunk, hidden), got {tuple(media_latents.shape)}"
             )
+        if media_index is not None:
+            text_rows = (input_ids if input_ids is not None else inputs_embeds).shape[0]
+            media_latents, media_chunk_mask = _select_media(media_latents, media_chunk_mask, media_index, text_rows)
 
         hidden_states, cache = self.text_model(
             input_ids=input_ids,
@@ -407,7 +436,7 @@ class MirasolModel(MirasolPreTrainedModel):
             cache=cache,
             media_latents=media_latents,
             media_chunk_mask=media_chunk_mask,
-            combined_features=media.combined_features if media is not None else None,
+            encoded_media=media,
         )
 
 
@@ -472,6 +501,7 @@ class MirasolForConditionalGeneration(MirasolPreTrainedModel, GenerationMixin):
         audio_chunk_mask: torch.BoolTensor | None = None,
         media_latents: torch.FloatTensor | MirasolMediaOutput | None = None,
         media_chunk_mask: torch.BoolTensor | None = None,
+        media_index: torch.LongTensor | None = None,
         cache: Cache | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         labels: torch.LongTensor | None = None,
@@ -482,7 +512,8 @@ class MirasolForConditionalGeneration(MirasolPreTrainedModel, GenerationMixin):
         """Logits for the text; with `labels`, the losses.
 
         The latent and reconstruction losses need the raw media: with `media_latents` given instead, only the text
-        loss is computed (the other two are None) and `loss` is the weighted text loss.
+        loss is computed (the other two are None) and `loss` is the weighted text loss. With `media_index` (see
+        `MirasolModel.forward`) the media losses are computed once per clip, not once per question.
         """
         outputs = self.model(
             input_ids=input_ids,
@@ -494,6 +525,7 @@ class MirasolForConditionalGeneration(MirasolPreTrainedModel, GenerationMixin):
             audio_chunk_mask=audio_chunk_mask,
             media_latents=media_latents,
             media_chunk_mask=media_chunk_mask,
+            media_index=media_index,
             cache=cache,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
@@ -506,9 +538,9 @@ class MirasolForConditionalGeneration(MirasolPreTrainedModel, GenerationMixin):
             num_items_in_batch = kwargs.get("num_items_in_batch")
             text_loss = text_cross_entropy(logits, labels, num_items_in_batch, config.label_smoothing)
             loss = config.text_loss_weight * text_loss
-            if outputs.combined_features is not None:
+            if outputs.encoded_media is not None:
                 media_loss, media_latent_loss, media_reconstruction_loss = self._media_losses(
-                    outputs, pixel_values_videos, video_chunk_mask
+                    outputs.encoded_media, pixel_values_videos, video_chunk_mask
                 )
                 if num_items_in_batch is not None:
                     # Under gradient accumulation each micro-batch's media losses count by its share of the
@@ -528,16 +560,16 @@ class MirasolForConditionalGeneration(MirasolPreTrainedModel, GenerationMixin):
             media_chunk_mask=outputs.media_chunk_mask,
         )
 
-    def _media_losses(self, outputs: MirasolModelOutputWithPast, pixel_values_videos, video_chunk_mask):
-        """Weighted latent + reconstruction loss, and each of them."""
+    def _media_losses(self, media: MirasolMediaOutput, pixel_values_videos, video_chunk_mask):
+        """Weighted latent + reconstruction loss, and each of them, from the encoding of each clip."""
         config = self.config
-        latents, chunk_mask = outputs.media_latents, outputs.media_chunk_mask
+        latents, chunk_mask = media.media_latents, media.media_chunk_mask
         latent_source = latents
         if config.latent_config.latent_loss_detach_input:
-            latent_source = self.model.latent_model(outputs.combined_features.detach(), chunk_mask)
+            latent_source = self.model.latent_model(media.combined_features.detach(), chunk_mask)
         predicted = self.latent_predictor(latent_source)
         media_latent_loss = latent_loss(
-            predicted, outputs.combined_features, chunk_mask, config.latent_config.latent_loss_type
+            predicted, media.combined_features, chunk_mask, config.latent_config.latent_loss_type
         )
         total = config.latent_loss_weight * media_latent_loss
         media_reconstruction_loss = None
@@ -563,11 +595,13 @@ class MirasolForConditionalGeneration(MirasolPreTrainedModel, GenerationMixin):
         audio_chunk_mask: torch.BoolTensor | None = None,
         media_latents: torch.FloatTensor | MirasolMediaOutput | None = None,
         media_chunk_mask: torch.BoolTensor | None = None,
+        media_index: torch.LongTensor | None = None,
         **kwargs,
     ):
         """`GenerationMixin.generate`, with the media encoded once up front (not at every step, nor per beam).
 
-        Takes the processor's outputs, or `media_latents` from `encode_media` to reuse an encoding.
+        Takes the processor's outputs, or `media_latents` from `encode_media` to reuse an encoding; `media_index`
+        maps each prompt to its clip as in `forward` (several questions about one clip in one batch).
         """
         if isinstance(media_latents, MirasolMediaOutput):
             media_latents, media_chunk_mask = media_latents.media_latents, media_latents.media_chunk_mask
@@ -576,6 +610,11 @@ class MirasolForConditionalGeneration(MirasolPreTrainedModel, GenerationMixin):
                 raise ValueError("pass either raw media (pixel_values_videos / input_features) or media_latents")
             media = self.model.encode_media(pixel_values_videos, input_features, video_chunk_mask, audio_chunk_mask)
             media_latents, media_chunk_mask = media.media_latents, media.media_chunk_mask
+        if media_index is not None:
+            prompts = inputs if inputs is not None else kwargs.get("input_ids", kwargs.get("inputs_embeds"))
+            if prompts is None:
+                raise ValueError("media_index needs the prompts (input_ids) it maps to clips")
+            media_latents, media_chunk_mask = _select_media(media_latents, media_chunk_mask, media_index, len(prompts))
         if media_latents is not None:
             kwargs["media_latents"] = media_latents
             kwargs["media_chunk_mask"] = media_chunk_mask

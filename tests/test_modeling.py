@@ -57,6 +57,45 @@ def test_media_latents_give_identical_logits_and_text_loss():
     assert torch.equal(model(input_ids=input_ids, media_latents=encoded).logits, direct.logits)
 
 
+def test_media_index_shares_one_encoding_among_questions_about_a_clip():
+    model = tiny_model()
+    media, input_ids = random_media(model.config), random_text(model.config, batch=5)
+    labels = _labels(input_ids)
+    media_index = torch.tensor([0, 1, 1, 0, 1])
+    repeated = {key: value[media_index] for key, value in media.items()}  # every question with its own copy
+    with torch.no_grad():
+        shared = model(input_ids=input_ids, labels=labels, media_index=media_index, **media)
+        copied = model(input_ids=input_ids, labels=labels, **repeated)
+        per_clip = model(input_ids=input_ids[:2], labels=labels[:2], **media)
+    torch.testing.assert_close(shared.logits, copied.logits)
+    torch.testing.assert_close(shared.text_loss, copied.text_loss)
+    assert shared.media_latents.shape[0] == 5  # what each question attended to
+    # the media losses are computed once per clip, not weighted by how often a clip is asked about
+    torch.testing.assert_close(shared.latent_loss, per_clip.latent_loss)
+    torch.testing.assert_close(shared.reconstruction_loss, per_clip.reconstruction_loss)
+
+    generate = dict(max_new_tokens=3, do_sample=False)
+    with_index = model.generate(input_ids=input_ids, media_index=media_index, **media, **generate)
+    assert torch.equal(with_index, model.generate(input_ids=input_ids, **repeated, **generate))
+    encoded = model.encode_media(**media)
+    assert torch.equal(model.generate(input_ids=input_ids, media_latents=encoded, media_index=media_index, **generate),
+                       with_index)
+
+
+@pytest.mark.parametrize("bad_index, message", [
+    (torch.tensor([0, 2, 1, 0, 1]), "must lie in"),  # only 2 clips
+    (torch.tensor([0, 1]), "one entry per text row"),
+    (torch.tensor([0.0, 1.0, 1.0, 0.0, 1.0]), "integer tensor"),
+])
+def test_media_index_errors_name_the_problem(bad_index, message):
+    model = tiny_model()
+    media, input_ids = random_media(model.config), random_text(model.config, batch=5)
+    with pytest.raises(ValueError, match=message):
+        model(input_ids=input_ids, media_index=bad_index, **media)
+    with pytest.raises(ValueError, match="without media"):
+        model(input_ids=input_ids, media_index=torch.zeros(5, dtype=torch.long))
+
+
 def test_eval_forward_is_deterministic_even_with_dropout_configured():
     model = tiny_model(
         video_config={"attention_dropout": 0.3, "hidden_dropout": 0.3},
