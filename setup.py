@@ -26,6 +26,7 @@ setup(
         "numpy",
         "tqdm",
     ],
-    extras_require={"test": ["pytest", "pytest-timeout"]},
+    # pillow: transformers' "any-to-any" pipeline requires it (tests/test_pipeline.py runs that pipeline).
+    extras_require={"test": ["pytest", "pytest-timeout", "pillow"]},
     entry_points={"console_scripts": ["mirasol-hf=mirasol_hf.cli:main"]},
 )

@@ -111,6 +111,11 @@ class MirasolProcessor(ProcessorMixin):
             self.feature_extractor.audio_frames_per_chunk = int(audio_frames_per_chunk)
         if self.tokenizer.pad_token_id is None or self.tokenizer.eos_token_id is None:
             raise ValueError("the tokenizer needs pad and eos tokens")
+        # Text is padded on the left here, and so must be any batch of this processor's outputs that others collate:
+        # transformers' pipelines (e.g. "any-to-any" with batch_size > 1) pad by these two attributes and refuse
+        # to batch when they disagree. The feature extractor pads nothing itself.
+        self.tokenizer.padding_side = "left"
+        self.feature_extractor.padding_side = "left"
 
     @classmethod
     def from_model_config(cls, config, tokenizer, **kwargs) -> "MirasolProcessor":
