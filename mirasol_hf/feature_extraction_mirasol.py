@@ -33,6 +33,10 @@ class MirasolFeatureExtractor(SequenceFeatureExtractor):
         min_frequency, max_frequency: mel filter range in Hz (`max_frequency` None: half the sampling rate).
         mel_floor: mel power floor before the log.
         min_chunk_audio_coverage: fraction of a chunk's window the audio must cover for the chunk to count.
+        feature_mean, feature_std: when both are set, the log-mel of real chunks is standardised to
+            `(log_mel - feature_mean) / feature_std` (as AST does with its data set's statistics), so the audio
+            encoder sees values around 0 instead of around -10; None (the default) leaves the natural log as it is.
+            `compute_normalization` measures them on a sample of your audio.
     """
 
     model_input_names = ["input_features", "audio_chunk_mask"]
@@ -49,6 +53,8 @@ class MirasolFeatureExtractor(SequenceFeatureExtractor):
         mel_floor: float = DEFAULT_MEL_FLOOR,
         min_chunk_audio_coverage: float = DEFAULT_MIN_CHUNK_AUDIO_COVERAGE,
         padding_value: float = 0.0,
+        feature_mean: float | None = None,
+        feature_std: float | None = None,
         **kwargs,
     ):
         kwargs.pop("feature_size", None)  # saved by the parent class; always num_mel_bins here
@@ -61,6 +67,12 @@ class MirasolFeatureExtractor(SequenceFeatureExtractor):
         self.max_frequency = max_frequency
         self.mel_floor = mel_floor
         self.min_chunk_audio_coverage = min_chunk_audio_coverage
+        if (feature_mean is None) != (feature_std is None):
+            raise ValueError("feature_mean and feature_std must be given together (or neither)")
+        if feature_std is not None and not feature_std > 0:
+            raise ValueError(f"feature_std must be > 0, got {feature_std}")
+        self.feature_mean = None if feature_mean is None else float(feature_mean)
+        self.feature_std = None if feature_std is None else float(feature_std)
         # Not serialized (FeatureExtractionMixin.to_dict drops both): rebuilt from the fields above.
         self.window = window_function(window_length, "hann")
         self.mel_filters = mel_filter_bank(
@@ -185,7 +197,10 @@ class MirasolFeatureExtractor(SequenceFeatureExtractor):
         widths = np.diff(bin_edges.reshape(num_chunks, bins + 1), axis=1)  # (T, A): audio-covered span of each bin
         has_audio = widths > 0
         mean_power = np.diff(integral, axis=2) / np.where(has_audio, widths, 1.0)[None]  # (mels, T, A)
-        log_mel = np.where(has_audio[None], np.log(np.maximum(mean_power, self.mel_floor)), self.padding_value)
+        log_mel = np.log(np.maximum(mean_power, self.mel_floor))
+        if self.feature_mean is not None:
+            log_mel = (log_mel - self.feature_mean) / self.feature_std
+        log_mel = np.where(has_audio[None], log_mel, self.padding_value)
         features[:] = log_mel.reshape(self.num_mel_bins, num_chunks * bins)  # (mels, T, A) -> (mels, T * A)
 
         window_lengths = windows[:, 1] - windows[:, 0]
@@ -194,3 +209,20 @@ class MirasolFeatureExtractor(SequenceFeatureExtractor):
         # A masked chunk carries no features at all, never partial audio that looks like silence.
         features.reshape(self.num_mel_bins, num_chunks, bins)[:, ~mask] = self.padding_value
         return features, mask
+
+    def compute_normalization(self, input_features, audio_chunk_mask) -> tuple[float, float]:
+        """Mean and standard deviation of the log-mel values of the real chunks in a batch of this extractor's
+        outputs (computed with normalization off), for `feature_mean` / `feature_std`.
+
+        `input_features` `(B, num_mel_bins, T * A)`, `audio_chunk_mask` `(B, T)`; numpy arrays or torch tensors.
+        """
+        features = np.asarray(input_features, dtype=np.float64)
+        mask = np.asarray(audio_chunk_mask, dtype=bool)
+        batch, mels, frames = features.shape
+        if mask.ndim != 2 or mask.shape[0] != batch or frames % mask.shape[1]:
+            raise ValueError(f"audio_chunk_mask {mask.shape} does not fit input_features {features.shape}")
+        chunks = features.reshape(batch, mels, mask.shape[1], -1).transpose(0, 2, 1, 3)  # (B, T, mels, A)
+        real = chunks[mask]
+        if real.size == 0:
+            raise ValueError("no chunk holds audio: cannot compute the log-mel statistics")
+        return float(real.mean()), float(real.std())

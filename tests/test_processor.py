@@ -294,3 +294,31 @@ def test_any_fast_tokenizer_works_byte_level_bpe_with_pad_equal_to_eos(clips):
     width = max(map(len, answer_ids))
     generated_tail = torch.tensor([ids + [eos] * (width - len(ids)) for ids in answer_ids])  # eos is also pad
     assert processor.post_process_answer(torch.cat([prompts, generated_tail], dim=1), prompts) == ["a dog", "two"]
+
+
+def test_log_mel_standardisation_applies_to_real_chunks_only_and_round_trips(tmp_path):
+    rng = np.random.default_rng(0)
+    plain = MirasolFeatureExtractor(num_mel_bins=16, audio_frames_per_chunk=8)
+    waveform = rng.normal(0, 0.1, plain.sampling_rate * 2).astype(np.float32)  # 2 s of noise
+    windows = np.array([[0.0, 1.0], [1.0, 2.0], [2.0, 3.0]])  # the third window is past the audio's end
+    raw = plain(waveform, chunk_windows=windows, return_tensors="np")
+    assert raw["audio_chunk_mask"].tolist() == [[True, True, False]]
+    mean, std = plain.compute_normalization(raw["input_features"], raw["audio_chunk_mask"])
+    assert mean < -1  # the natural log of mel power sits well below zero
+
+    standardised = MirasolFeatureExtractor(num_mel_bins=16, audio_frames_per_chunk=8, feature_mean=mean, feature_std=std)
+    out = standardised(waveform, chunk_windows=windows, return_tensors="np")
+    real, masked = out["input_features"][0, :, :16], out["input_features"][0, :, 16:]
+    np.testing.assert_allclose(real, (raw["input_features"][0, :, :16] - mean) / std, rtol=1e-4, atol=1e-4)
+    assert abs(real.mean()) < 1e-3 and abs(real.std() - 1) < 1e-3
+    assert (masked == standardised.padding_value).all()  # a chunk without audio stays padding, not shifted silence
+
+    standardised.save_pretrained(tmp_path)
+    reloaded = MirasolFeatureExtractor.from_pretrained(tmp_path)
+    assert (reloaded.feature_mean, reloaded.feature_std) == (mean, std)
+    np.testing.assert_array_equal(reloaded(waveform, chunk_windows=windows)["input_features"], out["input_features"])
+
+    with pytest.raises(ValueError, match="together"):
+        MirasolFeatureExtractor(feature_mean=-5.0)
+    with pytest.raises(ValueError, match="feature_std"):
+        MirasolFeatureExtractor(feature_mean=-5.0, feature_std=0.0)
