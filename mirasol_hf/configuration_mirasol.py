@@ -226,7 +226,9 @@ class MirasolTextConfig(PreTrainedConfig):
 
     Field names follow `LlamaConfig` so that a Llama-family checkpoint's config maps onto it. The cross-attention
     blocks attend to the latent model's outputs (width `cross_attention_hidden_size`); a block's MLP has
-    `cross_attention_intermediate_size` units (None: same as `intermediate_size`; 0: attention only).
+    `cross_attention_intermediate_size` units (None: same as `intermediate_size`; 0: attention only). The blocks'
+    tanh gates start at `cross_attention_gate_init`: 0 (Flamingo's choice) keeps a pretrained language model's
+    outputs unchanged at the start; a decoder trained from scratch has nothing to protect and may start them open.
     """
 
     model_type = "mirasol_text"
@@ -257,6 +259,7 @@ class MirasolTextConfig(PreTrainedConfig):
     cross_attention_hidden_size: int = 32
     cross_attention_intermediate_size: int | None = None
     cross_attention_mode: str = "global"
+    cross_attention_gate_init: float = 0.0
 
     def __post_init__(self, **kwargs):
         if self.num_key_value_heads is None:

@@ -188,9 +188,10 @@ class MirasolPreTrainedModel(PreTrainedModel):
         elif isinstance(module, MirasolReconstructionDecoder):
             init.normal_(module.query_embedding, std=std)
         elif isinstance(module, MirasolGatedCrossAttentionBlock):
-            init.zeros_(module.cross_attn_attn_gate)
+            gate = self.config.get_text_config().cross_attention_gate_init
+            init.constant_(module.cross_attn_attn_gate, gate)
             if module.mlp is not None:
-                init.zeros_(module.cross_attn_mlp_gate)
+                init.constant_(module.cross_attn_mlp_gate, gate)
 
 
 def _check_chunk_mask(name: str, mask, batch: int, num_chunks: int, device) -> torch.Tensor:

@@ -275,3 +275,21 @@ def test_tied_lm_head_stays_tied_after_loading(tmp_path):
     model.save_pretrained(tmp_path)
     loaded = MirasolForConditionalGeneration.from_pretrained(tmp_path)
     assert loaded.lm_head.weight.data_ptr() == loaded.model.text_model.embed_tokens.weight.data_ptr()
+
+
+def test_cross_attention_gates_start_closed_unless_the_config_opens_them():
+    torch.manual_seed(0)
+    closed = MirasolForConditionalGeneration(MirasolConfig.from_preset("tiny"))
+    torch.manual_seed(0)
+    opened = MirasolForConditionalGeneration(
+        MirasolConfig.from_preset("tiny", text_config={"cross_attention_gate_init": 0.5})
+    )
+    for block_closed, block_open in zip(closed.model.text_model.cross_attention_blocks,
+                                        opened.model.text_model.cross_attention_blocks):
+        assert block_closed.cross_attn_attn_gate.item() == 0.0 and block_closed.cross_attn_mlp_gate.item() == 0.0
+        assert block_open.cross_attn_attn_gate.item() == 0.5 and block_open.cross_attn_mlp_gate.item() == 0.5
+    media, input_ids = random_media(closed.config), random_text(closed.config)
+    without_media = closed.eval()(input_ids=input_ids).logits
+    # closed gates: the media change nothing; open ones: they do
+    torch.testing.assert_close(closed(input_ids=input_ids, **media).logits, without_media, rtol=0, atol=0)
+    assert not torch.allclose(opened.eval()(input_ids=input_ids, **media).logits, opened(input_ids=input_ids).logits)
