@@ -11,6 +11,10 @@ next to the chance level of each kind, for:
   (one chunk of all frames, `num_chunks * tokens_per_chunk` tokens), as in the paper's Table 1a: temporal and
   audio-visual questions should be worse.
 
+Training batches whole clips with all their questions (`media_index`: each clip encoded once per step), standardizes
+pixels and log-mel with the training clips' statistics (saved with the processor), and starts the cross-attention
+gates open (`--gate-init`), since the decoder is trained from scratch.
+
     python examples/train_synthetic.py --save my_model
 
 `--save DIR` writes the chunked model and its processor (`save_pretrained` of both), loadable with
@@ -24,6 +28,7 @@ import os
 import time
 from collections import defaultdict
 
+import numpy as np
 import torch
 
 from mirasol_hf import MirasolConfig, MirasolForConditionalGeneration
@@ -35,6 +40,7 @@ from mirasol_hf.tokenization_mirasol import build_tokenizer
 MEDIA_KEYS = ("pixel_values_videos", "video_chunk_mask", "input_features", "audio_chunk_mask")
 TEXT_KEYS = ("input_ids", "attention_mask", "labels")
 ALL_KINDS = "all"
+NORMALIZATION_CLIPS = 200  # training clips the input statistics are measured on
 
 
 def parse_args(argv=None):
@@ -57,9 +63,12 @@ def parse_args(argv=None):
     model.add_argument("--num-layers", type=int, default=2)
     model.add_argument("--num-mel-bins", type=int, default=32)
     model.add_argument("--audio-frames-per-chunk", type=int, default=16)
+    model.add_argument("--video-tube", default="2,8,8", help="t,h,w of the one video tube (kernel = stride)")
+    model.add_argument("--audio-patch", default="8,16", help="mel,time of the audio patches")
+    model.add_argument("--gate-init", type=float, default=1.0, help="cross-attention gates at the start (0: closed)")
     train = parser.add_argument_group("training")
     train.add_argument("--steps", type=int, default=3000)
-    train.add_argument("--batch-size", type=int, default=32)
+    train.add_argument("--clips-per-batch", type=int, default=16, help="clips per step, each with all its questions")
     train.add_argument("--learning-rate", type=float, default=1e-3)
     train.add_argument("--warmup-steps", type=int, default=200)
     train.add_argument("--weight-decay", type=float, default=0.01)
@@ -83,10 +92,15 @@ def build_config(args, vocab_size: int, num_chunks: int, frames_per_chunk: int, 
     hidden, layers = args.hidden_size, args.num_layers
     encoder = {"hidden_size": hidden, "num_hidden_layers": layers, "num_attention_heads": 4, "intermediate_size": 2 * hidden}
     text_hidden = args.text_hidden_size
+    # Few, large tokens: a shape fills much of an 8x8 patch of a 32x32 frame and a sound one mel band of a chunk, so
+    # each token's content stands out from its position embedding (many small tokens trained far slower here).
+    tube = [int(size) for size in args.video_tube.split(",")]
     return MirasolConfig.from_preset(
         "tiny",
-        video_config={**encoder, "image_size": args.image_size},
-        audio_config={**encoder, "num_mel_bins": args.num_mel_bins, "patch_size": [8, 4]},
+        video_config={**encoder, "image_size": args.image_size,
+                      "tubes": [{"kernel": tube, "stride": tube, "offset": [0, 0, 0]}]},
+        audio_config={**encoder, "num_mel_bins": args.num_mel_bins,
+                      "patch_size": [int(size) for size in args.audio_patch.split(",")]},
         combiner_config={**encoder, "num_output_tokens": tokens_per_chunk},
         latent_config=encoder,
         text_config={
@@ -97,6 +111,7 @@ def build_config(args, vocab_size: int, num_chunks: int, frames_per_chunk: int, 
             "num_attention_heads": 4,
             "num_key_value_heads": 2,
             "cross_attention_layers": list(range(layers)),
+            "cross_attention_gate_init": args.gate_init,
             "max_position_embeddings": 64,
         },
         num_chunks=num_chunks,
@@ -106,6 +121,22 @@ def build_config(args, vocab_size: int, num_chunks: int, frames_per_chunk: int, 
         latent_loss_weight=args.latent_loss_weight,
         reconstruction_loss_weight=args.reconstruction_loss_weight,
     )
+
+
+def standardize_inputs(processor, clips) -> None:
+    """Set the processor's pixel and log-mel normalization to the statistics of `clips` (saved with it).
+
+    The clips are dark frames with small bright shapes and mostly quiet audio: with the generic mean/std of 0.5 the
+    frames are nearly constant and the log-mel sits around -10, and the encoders' first layers see little else.
+    """
+    frames = np.concatenate([clip.frames for clip in clips]).astype(np.float64) / 255.0  # (N, H, W, 3)
+    processor.image_mean = frames.mean(axis=(0, 1, 2)).tolist()
+    processor.image_std = frames.std(axis=(0, 1, 2)).tolist()
+    feature_extractor = processor.feature_extractor
+    feature_extractor.feature_mean = feature_extractor.feature_std = None
+    audio = processor(videos=[clip.as_video_input() for clip in clips])
+    mean, std = feature_extractor.compute_normalization(audio["input_features"], audio["audio_chunk_mask"])
+    feature_extractor.feature_mean, feature_extractor.feature_std = mean, std
 
 
 def encode_clips(processor, clips, batch_size: int = 64) -> dict:
@@ -127,7 +158,11 @@ def encode_clips(processor, clips, batch_size: int = 64) -> dict:
 
 
 def train(model, data: dict, args) -> float:
-    """AdamW with linear warmup and cosine decay over random (clip, question) batches; returns seconds taken."""
+    """AdamW with linear warmup and cosine decay; returns seconds taken.
+
+    Each step takes `--clips-per-batch` random clips with all their questions: a clip is encoded once and each of its
+    questions attends to it through `media_index`, so a step costs about one encoding per clip, not per question.
+    """
     generator = torch.Generator().manual_seed(args.seed)
     decay = [p for name, p in model.named_parameters() if p.ndim >= 2 and "embed" not in name]
     no_decay = [p for name, p in model.named_parameters() if p.ndim < 2 or "embed" in name]
@@ -143,21 +178,24 @@ def train(model, data: dict, args) -> float:
         return 0.5 * (1 + math.cos(math.pi * progress))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, learning_rate_factor)
-    num_questions = len(data["clip_index"])
+    num_clips = len(data["media"]["pixel_values_videos"])
+    rows_of_clip = [torch.nonzero(data["clip_index"] == clip)[:, 0] for clip in range(num_clips)]
     model.train()
     start = time.perf_counter()
     running = defaultdict(float)
-    order = torch.randperm(num_questions, generator=generator)
-    position = 0
+    order, position = torch.randperm(num_clips, generator=generator), 0
     for step in range(args.steps):
-        if position + args.batch_size > num_questions:
-            order, position = torch.randperm(num_questions, generator=generator), 0
-        rows = order[position : position + args.batch_size]
-        position += args.batch_size
-        clip_rows = data["clip_index"][rows]
-        batch = {key: value[clip_rows] for key, value in data["media"].items()}
+        if position + args.clips_per_batch > num_clips:
+            order, position = torch.randperm(num_clips, generator=generator), 0
+        clips = order[position : position + args.clips_per_batch]
+        position += args.clips_per_batch
+        rows = torch.cat([rows_of_clip[clip] for clip in clips.tolist()])
+        media_index = torch.repeat_interleave(  # each question -> its clip's row in this batch
+            torch.arange(len(clips)), torch.tensor([len(rows_of_clip[clip]) for clip in clips.tolist()])
+        )
+        batch = {key: value[clips] for key, value in data["media"].items()}
         batch.update({key: value[rows] for key, value in data["text"].items()})
-        output = model(**batch)
+        output = model(**batch, media_index=media_index)
         optimizer.zero_grad(set_to_none=True)
         output.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -243,6 +281,7 @@ def run_model(name, args, tokenizer, train_clips, test_clips, num_chunks, frames
     """Build, train and evaluate one model; returns (model, processor, test accuracy, training seconds)."""
     config = build_config(args, len(tokenizer), num_chunks, frames_per_chunk, tokens_per_chunk, audio_frames_per_chunk)
     processor = MirasolProcessor.from_model_config(config, tokenizer)
+    standardize_inputs(processor, train_clips[:NORMALIZATION_CLIPS])
     start = time.perf_counter()
     train_data = encode_clips(processor, train_clips)
     test_data = encode_clips(processor, test_clips)
