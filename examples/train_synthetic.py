@@ -69,7 +69,7 @@ def parse_args(argv=None):
     train = parser.add_argument_group("training")
     train.add_argument("--steps", type=int, default=3000)
     train.add_argument("--clips-per-batch", type=int, default=16, help="clips per step, each with all its questions")
-    train.add_argument("--learning-rate", type=float, default=1e-3)
+    train.add_argument("--learning-rate", type=float, default=2e-3)
     train.add_argument("--warmup-steps", type=int, default=200)
     train.add_argument("--weight-decay", type=float, default=0.01)
     train.add_argument("--text-loss-weight", type=float, default=10.0)
