@@ -5,9 +5,10 @@ tokenizer. Nothing here downloads anything.
 """
 
 import string
+from collections import Counter
 from collections.abc import Iterable
 
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
 
@@ -30,15 +31,14 @@ def build_tokenizer(
     min_frequency: int = 1,
     lowercase: bool = True,
 ) -> PreTrainedTokenizerFast:
-    """Train a word-piece tokenizer on `texts` (questions, answers, any text the model will see).
+    """A word-piece tokenizer for `texts` (questions, answers, any text the model will see).
 
-    Words are split on whitespace and punctuation; unseen words fall back to sub-words and single characters (all
-    of ASCII is in the vocabulary), so only non-ASCII characters absent from `texts` become `<unk>`. Encoding adds
-    `<s>` in front; the processor appends `</s>` after answers. `pad`, `bos`, `eos`, `unk` are always ids 0-3.
-
-    The `tokenizers` trainer breaks frequency ties in no fixed order, so two calls on the same texts may give
-    different vocabularies: build the tokenizer once and save it with the checkpoint (the processor does), and in
-    multi-process training build it on one process and share it (`mirasol_hf.training.build_shared_tokenizer`).
+    Words are split on whitespace and punctuation. The vocabulary is the special tokens, every ASCII character (alone
+    and as a `##` continuation), then the words of `texts` seen at least `min_frequency` times, most frequent first
+    (ties alphabetical), up to `vocab_size` entries in all: the same texts always give the same tokenizer. A word
+    outside the vocabulary is split greedily into the longest known pieces, down to single characters, so only
+    non-ASCII characters absent from `texts` become `<unk>`. Encoding adds `<s>` in front; the processor appends
+    `</s>` after answers. `pad`, `bos`, `eos`, `unk` are always ids 0-3.
     """
     texts = list(texts)
     if not texts:
@@ -46,19 +46,32 @@ def build_tokenizer(
     if vocab_size <= len(SPECIAL_TOKENS):
         raise ValueError(f"vocab_size must exceed the {len(SPECIAL_TOKENS)} special tokens, got {vocab_size}")
 
-    backend = Tokenizer(models.WordPiece(unk_token=UNK_TOKEN, continuing_subword_prefix=CONTINUING_SUBWORD_PREFIX))
     steps = [normalizers.NFKC()] + ([normalizers.Lowercase()] if lowercase else [])
-    backend.normalizer = normalizers.Sequence(steps)
-    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    backend.decoder = decoders.WordPiece(prefix=CONTINUING_SUBWORD_PREFIX)
-    trainer = trainers.WordPieceTrainer(
-        vocab_size=vocab_size,
-        min_frequency=min_frequency,
-        special_tokens=list(SPECIAL_TOKENS),
-        continuing_subword_prefix=CONTINUING_SUBWORD_PREFIX,
-        initial_alphabet=list(BASE_ALPHABET + ("" if lowercase else string.ascii_uppercase)),
+    normalizer = normalizers.Sequence(steps)
+    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    counts = Counter(
+        word for text in texts for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text))
     )
-    backend.train_from_iterator(texts, trainer=trainer)
+    alphabet = BASE_ALPHABET + ("" if lowercase else string.ascii_uppercase)
+    characters = sorted(set(alphabet) | {char for word in counts for char in word})
+    vocabulary = dict.fromkeys(
+        [*SPECIAL_TOKENS, *characters, *(CONTINUING_SUBWORD_PREFIX + char for char in characters)]
+    )
+    words = sorted((word for word, count in counts.items() if count >= min_frequency), key=lambda w: (-counts[w], w))
+    for word in words:
+        if len(vocabulary) >= vocab_size:
+            break
+        vocabulary.setdefault(word)
+    backend = Tokenizer(
+        models.WordPiece(
+            vocab={token: index for index, token in enumerate(vocabulary)},
+            unk_token=UNK_TOKEN,
+            continuing_subword_prefix=CONTINUING_SUBWORD_PREFIX,
+        )
+    )
+    backend.normalizer = normalizer
+    backend.pre_tokenizer = pre_tokenizer
+    backend.decoder = decoders.WordPiece(prefix=CONTINUING_SUBWORD_PREFIX)
     bos_id = backend.token_to_id(BOS_TOKEN)
     backend.post_processor = processors.TemplateProcessing(
         single=f"{BOS_TOKEN} $A", pair=f"{BOS_TOKEN} $A $B", special_tokens=[(BOS_TOKEN, bos_id)]

@@ -136,9 +136,9 @@ class MirasolDataCollator:
 def build_shared_tokenizer(texts, vocab_size: int = DEFAULT_VOCAB_SIZE):
     """`build_tokenizer` on the main process, sent to the others: every process gets the same vocabulary.
 
-    Training a tokenizer is not deterministic (the same texts can give another vocabulary on the next call), so under
-    a multi-process launcher each process building its own would train a different model. Without a process group
-    this is `build_tokenizer`.
+    `build_tokenizer` is deterministic, but each process may read a different shard of the texts (or a different
+    order of a streaming data set), which would give each a different vocabulary; building it once and broadcasting
+    rules that out. Without a process group this is `build_tokenizer`.
     """
     from accelerate import PartialState
     from accelerate.utils import broadcast_object_list

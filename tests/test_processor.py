@@ -322,3 +322,16 @@ def test_log_mel_standardisation_applies_to_real_chunks_only_and_round_trips(tmp
         MirasolFeatureExtractor(feature_mean=-5.0)
     with pytest.raises(ValueError, match="feature_std"):
         MirasolFeatureExtractor(feature_mean=-5.0, feature_std=0.0)
+
+
+def test_build_tokenizer_is_deterministic_and_encodes_unseen_words_from_pieces():
+    texts = ["what color was the square?", "which shape was red?", "the square moved"]
+    first, second = build_tokenizer(texts, vocab_size=200), build_tokenizer(list(texts), vocab_size=200)
+    assert first.get_vocab() == second.get_vocab()
+    vocabulary = first.get_vocab()
+    assert "square" in vocabulary and "the" in vocabulary  # frequent words are whole tokens
+    pieces = first.tokenize("squares!")
+    assert pieces == ["square", "##s", "!"]  # an unseen word: the longest known pieces
+    assert first.decode(first("squares!")["input_ids"], skip_special_tokens=True) == "squares!"
+    small = build_tokenizer(texts, vocab_size=len(vocabulary) - 2)  # room for all words but two
+    assert "square" in small.get_vocab() and len(small) == len(vocabulary) - 2

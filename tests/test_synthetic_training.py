@@ -64,6 +64,6 @@ def test_a_few_training_steps_lower_the_loss_and_teach_the_answer_vocabulary():
     outside = [(q.kind, q.question, answer) for q, answer in results if answer not in every_answer]
     assert not outside, outside  # well-formed answers, each followed by eos
     # The answer matches its question's kind: all but the odd confusion of similar templates after 100 steps
-    # ("what color was the X?" vs "what appeared after the X?"; the tokenizer, trained anew each run, varies).
+    # ("what color was the X?" vs "what appeared after the X?"), which varies with the numerics of the platform.
     other_kind = [(q.kind, q.question, answer) for q, answer in results if answer not in ANSWER_VOCABULARY[q.kind]]
     assert len(other_kind) <= len(results) // 10, other_kind
