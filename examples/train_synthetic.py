@@ -134,7 +134,8 @@ def standardize_inputs(processor, clips) -> None:
     processor.image_std = frames.std(axis=(0, 1, 2)).tolist()
     feature_extractor = processor.feature_extractor
     feature_extractor.feature_mean = feature_extractor.feature_std = None
-    audio = processor(videos=[clip.as_video_input() for clip in clips])
+    # Only the audio: a clip's chunks split it into equal windows, as the frames (sampled over the whole clip) do.
+    audio = feature_extractor([clip.waveform for clip in clips], num_chunks=processor.num_chunks)
     mean, std = feature_extractor.compute_normalization(audio["input_features"], audio["audio_chunk_mask"])
     feature_extractor.feature_mean, feature_extractor.feature_std = mean, std
 
