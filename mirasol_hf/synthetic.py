@@ -32,6 +32,8 @@ SOUNDS = ("buzz", "knock", "beep", "whistle", "hiss")
 COUNT_WORDS = ("one", "two", "three")
 QUESTION_KINDS = ("visual", "audio", "temporal", "counting", "audio_visual")
 SHAPE_LABELS = tuple(f"{color} {shape}" for color in COLORS for shape in SHAPES)
+# What can happen in a stretch of a clip: a shape of a colour on screen, a sound heard (`SyntheticClip.event_labels`).
+EVENT_LABELS = (*SHAPE_LABELS, *SOUNDS)
 ANSWER_VOCABULARY = {
     "visual": (*COLORS, *SHAPES),
     "audio": SOUNDS,
@@ -62,7 +64,7 @@ SOUND_LENGTH_RANGE = (0.2, 0.35)
 
 # Drawing.
 BACKGROUND_RGB = (12, 12, 20)
-SHAPE_RADIUS_FRACTION = 0.15  # of the frame side
+SHAPE_RADIUS_FRACTION = 0.25  # of the frame side: at 32x32 a shape spans about 16 pixels, two 8x8 patches
 SQUARE_HALF_SIDE = 0.85  # of the radius: a square of about a circle's area
 SQRT3_HALF = np.sqrt(3.0) / 2.0
 
@@ -155,6 +157,24 @@ class SyntheticClip:
     def frame_times(self) -> np.ndarray:
         """`(F,)` presentation time of each frame in seconds."""
         return np.arange(len(self.frames)) / self.fps
+
+    def event_labels(self, num_chunks: int) -> np.ndarray:
+        """`(num_chunks, len(EVENT_LABELS))` float32 multi-hot: which shapes and sounds occur in each of `num_chunks`
+        equal time windows (an event counts in every window it overlaps).
+
+        These are the per-chunk targets of a media encoder pre-trained to tell what is in a chunk (see
+        examples/train_synthetic.py): with as many chunks as segments each window holds at most one shape and one
+        sound; with one chunk, the window is the whole clip and holds every event.
+        """
+        if num_chunks < 1:
+            raise ValueError(f"num_chunks must be >= 1, got {num_chunks}")
+        labels = np.zeros((num_chunks, len(EVENT_LABELS)), dtype=np.float32)
+        window = self.duration / num_chunks
+        for event in self.events:
+            first = int(event.start // window)
+            last = min(num_chunks - 1, int(np.ceil(event.end / window)) - 1)  # the window holding the end, exclusive
+            labels[first : last + 1, EVENT_LABELS.index(event.label)] = 1.0
+        return labels
 
     def as_video_input(self) -> dict:
         """The clip as arrays for the processor: `{"frames", "waveform", "sampling_rate", "fps"}`, no file needed."""

@@ -14,6 +14,7 @@ from mirasol_hf.synthetic import (
     BACKGROUND_RGB,
     COLORS,
     COUNT_WORDS,
+    EVENT_LABELS,
     QUESTION_KINDS,
     SHAPES,
     SOUNDS,
@@ -236,6 +237,29 @@ def test_each_sound_has_its_energy_at_its_time_in_its_own_band(dataset):
             assert low <= dominant_frequency(sound, rate) <= high, event
             seen.add(event.sound)
     assert seen == set(SOUNDS)
+
+
+def test_event_labels_mark_each_event_in_the_chunks_it_overlaps(dataset):
+    for clip in dataset[:20]:
+        by_segment = clip.event_labels(clip.num_segments)  # one chunk per segment
+        assert by_segment.shape == (clip.num_segments, len(EVENT_LABELS)) and by_segment.dtype == np.float32
+        expected = np.zeros_like(by_segment)
+        for event in clip.events:
+            expected[event.segment, EVENT_LABELS.index(event.label)] = 1.0
+        np.testing.assert_array_equal(by_segment, expected)
+        # one chunk holds every event once; twice as many chunks as segments split each segment in two halves
+        np.testing.assert_array_equal(clip.event_labels(1), by_segment.max(axis=0, keepdims=True))
+        halves = clip.event_labels(2 * clip.num_segments)
+        window = clip.duration / (2 * clip.num_segments)
+        for half in range(2 * clip.num_segments):
+            for column, label in enumerate(EVENT_LABELS):
+                overlaps = any(
+                    event.label == label and event.start < (half + 1) * window and event.end > half * window
+                    for event in clip.events
+                )
+                assert halves[half, column] == overlaps, (clip.seed, half, label)
+    with pytest.raises(ValueError, match="num_chunks"):
+        dataset[0].event_labels(0)
 
 
 def test_mp4_has_h264_video_and_aac_audio_that_pyav_reads_back(tmp_path):
