@@ -11,14 +11,27 @@ next to the chance level of each kind, for:
   (one chunk of all frames, `num_chunks * tokens_per_chunk` tokens), as in the paper's Table 1a: temporal and
   audio-visual questions should be worse.
 
-Training batches whole clips with all their questions (`media_index`: each clip encoded once per step), standardizes
-pixels and log-mel with the training clips' statistics (saved with the processor), and starts the cross-attention
-gates open (`--gate-init`), since the decoder is trained from scratch.
+Training has two stages, for every model alike:
+
+1. `--pretrain-steps`: the media path (encoders, combiner, latent model) learns to tell which shapes and sounds are
+   in each chunk (multi-label, from the generator's event labels; for one chunk, what is in the whole clip). This
+   stands in for the pretrained video and audio encoders the paper starts from. No question is seen.
+2. `--steps`: question answering (the text loss). The parts in `--frozen-in-stage-2` (by default the encoders and
+   the combiner, as pretrained backbones are often kept frozen) stay as stage 1 left them; the rest learns, with
+   the stage-1 event loss kept on (`--event-loss-weight`) so the latents keep what they know.
+
+Each step batches whole clips with all their questions (`media_index`: each clip encoded once per step). Pixels and
+log-mel are standardized with the training clips' statistics (saved with the processor), the cross-attention gates
+start open (`--gate-init`), and the weights start at `--initializer-range` 0.1: with transformers' usual 0.02 the
+attention logits of these 64-128 wide layers start near zero, and the text decoder's cross-attention stayed
+unselective for thousands of steps (it answered what an average over the chunks tells, and nothing else).
 
     python examples/train_synthetic.py --save my_model
 
 `--save DIR` writes the chunked model and its processor (`save_pretrained` of both), loadable with
-`MirasolForConditionalGeneration.from_pretrained(DIR)` and `MirasolProcessor.from_pretrained(DIR)`.
+`MirasolForConditionalGeneration.from_pretrained(DIR)` and `MirasolProcessor.from_pretrained(DIR)`, with the test
+table in its model card. `--package` leaves out the code files and `auto_map` that `save_pretrained` adds for
+`trust_remote_code` loading: that is how `mirasol_hf/default_model` (the package's `DEFAULT_MODEL`) was written.
 """
 
 import argparse
@@ -27,13 +40,22 @@ import math
 import os
 import time
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from mirasol_hf import MirasolConfig, MirasolForConditionalGeneration
-from mirasol_hf.processing_mirasol import MirasolProcessor
-from mirasol_hf.synthetic import ANSWER_VOCABULARY, QUESTION_KINDS, chance_accuracy, generate_dataset
+from mirasol_hf.processing_mirasol import DEFAULT_PROMPT_TEMPLATE, MirasolProcessor
+from mirasol_hf.synthetic import (
+    ANSWER_VOCABULARY,
+    EVENT_LABELS,
+    QUESTION_KINDS,
+    SHAPE_LABELS,
+    chance_accuracy,
+    generate_dataset,
+)
 from mirasol_hf.tokenization_mirasol import build_tokenizer
 
 
@@ -43,10 +65,21 @@ ALL_KINDS = "all"
 NORMALIZATION_CLIPS = 200  # training clips the input statistics are measured on
 
 
+MEDIA_MODULES = ("video_encoder", "audio_encoder", "combiner", "latent_model")
+
+
+def frozen_modules(value: str) -> tuple:
+    names = tuple(name.strip() for name in value.split(",") if name.strip())
+    unknown = [name for name in names if name not in MEDIA_MODULES]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown media modules {unknown}; choose from {', '.join(MEDIA_MODULES)}")
+    return names
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     data = parser.add_argument_group("data")
-    data.add_argument("--train-clips", type=int, default=3000)
+    data.add_argument("--train-clips", type=int, default=4000)
     data.add_argument("--test-clips", type=int, default=400)
     data.add_argument("--train-seed", type=int, default=0)
     data.add_argument("--test-seed", type=int, default=1)
@@ -66,15 +99,37 @@ def parse_args(argv=None):
     model.add_argument("--video-tube", default="2,8,8", help="t,h,w of the one video tube (kernel = stride)")
     model.add_argument("--audio-patch", default="8,16", help="mel,time of the audio patches")
     model.add_argument("--gate-init", type=float, default=1.0, help="cross-attention gates at the start (0: closed)")
+    model.add_argument(
+        "--initializer-range", type=float, default=0.1,
+        help="std of the initial weights (transformers' 0.02 suits widths near 1000; see docs/synthetic.md)",
+    )
     train = parser.add_argument_group("training")
-    train.add_argument("--steps", type=int, default=3000)
+    train.add_argument(
+        "--pretrain-steps", type=int, default=400,
+        help="stage 1: steps training the media path alone to tell what is in each chunk (0: skip)",
+    )
+    train.add_argument("--pretrain-clips-per-batch", type=int, default=32)
+    train.add_argument(
+        "--event-loss-weight", type=float, default=1.0,
+        help="stage 2: weight of the same per-chunk event loss, next to the question answering loss (0: off)",
+    )
+    train.add_argument("--steps", type=int, default=2000, help="stage 2: question answering steps")
+    train.add_argument(
+        "--audio-dropout", type=float, default=0.1,
+        help="share of training clips whose audio is removed (both stages), as in videos without an audio track",
+    )
     train.add_argument("--clips-per-batch", type=int, default=16, help="clips per step, each with all its questions")
     train.add_argument("--learning-rate", type=float, default=2e-3)
     train.add_argument("--warmup-steps", type=int, default=200)
     train.add_argument("--weight-decay", type=float, default=0.01)
     train.add_argument("--text-loss-weight", type=float, default=10.0)
-    train.add_argument("--latent-loss-weight", type=float, default=1.0)
-    train.add_argument("--reconstruction-loss-weight", type=float, default=1.0)
+    train.add_argument(
+        "--frozen-in-stage-2", default="video_encoder,audio_encoder,combiner", type=frozen_modules,
+        help=f"comma-separated parts of the media path left as stage 1 made them (of {', '.join(MEDIA_MODULES)}; "
+        "'' trains everything)",
+    )
+    train.add_argument("--latent-loss-weight", type=float, default=1.0, help="stage 2")
+    train.add_argument("--reconstruction-loss-weight", type=float, default=1.0, help="stage 2")
     train.add_argument("--seed", type=int, default=0, help="model initialization and batch order")
     train.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     train.add_argument("--log-every", type=int, default=100)
@@ -83,6 +138,9 @@ def parse_args(argv=None):
     run.add_argument("--eval-batch-size", type=int, default=50, help="test clips per generate() batch")
     run.add_argument("--output-dir", default=None, help="write results.json (tables, times, settings) here")
     run.add_argument("--save", default=None, metavar="DIR", help="save the chunked model and its processor here")
+    run.add_argument(
+        "--package", action="store_true", help="with --save: no code files or auto_map (as the shipped default model)"
+    )
     return parser.parse_args(argv)
 
 
@@ -113,6 +171,7 @@ def build_config(args, vocab_size: int, num_chunks: int, frames_per_chunk: int, 
             "cross_attention_layers": list(range(layers)),
             "cross_attention_gate_init": args.gate_init,
             "max_position_embeddings": 64,
+            "initializer_range": args.initializer_range,  # every module's initial std, not only the decoder's
         },
         num_chunks=num_chunks,
         frames_per_chunk=frames_per_chunk,
@@ -142,7 +201,8 @@ def standardize_inputs(processor, clips) -> None:
 
 def encode_clips(processor, clips, batch_size: int = 64) -> dict:
     """Processor outputs for every clip's media and every question, computed once: `media` has one row per clip,
-    `text` one row per question, `clip_index` maps each question to its clip's row."""
+    `text` one row per question, `clip_index` maps each question to its clip's row; `event_labels` (clips, chunks,
+    len(EVENT_LABELS)) say what is in each chunk."""
     media = defaultdict(list)
     for start in range(0, len(clips), batch_size):
         batch = processor(videos=[clip.as_video_input() for clip in clips[start : start + batch_size]])
@@ -155,22 +215,105 @@ def encode_clips(processor, clips, batch_size: int = 64) -> dict:
         "text": {key: text[key] for key in TEXT_KEYS},
         "clip_index": torch.tensor([index for index, _ in questions]),
         "questions": [q for _, q in questions],
+        "event_labels": torch.from_numpy(np.stack([clip.event_labels(processor.num_chunks) for clip in clips])),
     }
 
 
-def train(model, data: dict, args) -> float:
+class ChunkEventHead(torch.nn.Module):
+    """Logits of every `EVENT_LABELS` entry for each chunk, from the mean of its latents: (B, T, m, d) -> (B, T, E).
+
+    A training aid (stage 1 and the event loss of stage 2), not part of the saved model.
+    """
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.linear = torch.nn.Linear(hidden_size, len(EVENT_LABELS))
+
+    def forward(self, media_latents: torch.Tensor) -> torch.Tensor:
+        return self.linear(media_latents.mean(dim=2))
+
+
+def event_loss(head: ChunkEventHead, media_latents: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of each chunk's events, summed over `EVENT_LABELS` and averaged over chunks."""
+    logits = head(media_latents)
+    return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype), reduction="none").sum(-1).mean()
+
+
+def media_parameters(model) -> list:
+    """The media path: video and audio encoders, combiner and latent model (not the text decoder)."""
+    return [parameter for name in MEDIA_MODULES for parameter in getattr(model.model, name).parameters()]
+
+
+def pretrain_media(model, head: ChunkEventHead, data: dict, args) -> float:
+    """Stage 1: train the media path and `head` to tell which shapes and sounds are in each chunk; returns seconds.
+
+    The paper starts from pretrained video and audio encoders; here nothing is pretrained, so the media path first
+    learns what its encoders would know (multi-label classification of each chunk's events, with the generator's
+    labels), at the clip level when there is one chunk. Questions are not used in this stage.
+    """
+    generator = torch.Generator().manual_seed(args.seed + 1)
+    optimizer = torch.optim.AdamW(
+        media_parameters(model) + list(head.parameters()), lr=args.learning_rate, weight_decay=args.weight_decay
+    )
+    num_clips = len(data["event_labels"])
+    model.train()
+    start, running = time.perf_counter(), 0.0
+    for step in range(args.pretrain_steps):
+        clips = torch.randint(num_clips, (args.pretrain_clips_per_batch,), generator=generator)
+        batch, labels = media_batch(data, clips, args, generator)
+        encoded = model.model.encode_media(**batch)
+        loss = event_loss(head, encoded.media_latents, labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(media_parameters(model), 1.0)
+        optimizer.step()
+        running += loss.item()
+        if (step + 1) % args.log_every == 0 or step + 1 == args.pretrain_steps:
+            count = (step % args.log_every) + 1
+            print(f"  pretrain {step + 1:5d}/{args.pretrain_steps}  event_loss {running / count:.4f}  "
+                  f"({time.perf_counter() - start:.0f} s)", flush=True)
+            running = 0.0
+    return time.perf_counter() - start
+
+
+def media_batch(data: dict, clips: torch.Tensor, args=None, generator=None) -> tuple[dict, torch.Tensor]:
+    """The media inputs and event labels of `clips` (row indices).
+
+    With `args.audio_dropout`, that share of the clips loses its audio (`audio_chunk_mask` all False), and their
+    event labels no sound: without having seen such clips, a model asked about sounds it cannot hear answers below
+    chance, not at chance (measured: 22% on audio questions whose chance level is 40%).
+    """
+    batch = {key: value[clips] for key, value in data["media"].items()}
+    labels = data["event_labels"][clips]
+    if args is not None and args.audio_dropout > 0:
+        dropped = torch.rand(len(clips), generator=generator) < args.audio_dropout
+        batch["audio_chunk_mask"] = batch["audio_chunk_mask"] & ~dropped[:, None]
+        labels = labels.clone()
+        labels[dropped, :, len(SHAPE_LABELS):] = 0.0  # EVENT_LABELS: the shapes, then the sounds
+    return batch, labels
+
+
+def train(model, head: ChunkEventHead, data: dict, args) -> float:
     """AdamW with linear warmup and cosine decay; returns seconds taken.
 
     Each step takes `--clips-per-batch` random clips with all their questions: a clip is encoded once and each of its
     questions attends to it through `media_index`, so a step costs about one encoding per clip, not per question.
     """
     generator = torch.Generator().manual_seed(args.seed)
-    decay = [p for name, p in model.named_parameters() if p.ndim >= 2 and "embed" not in name]
-    no_decay = [p for name, p in model.named_parameters() if p.ndim < 2 or "embed" in name]
+    for name in args.frozen_in_stage_2:
+        getattr(model.model, name).requires_grad_(False)
+    # the event loss keeps what stage 1 taught the trained part of the media path; with all of it frozen it is moot
+    use_event_loss = args.event_loss_weight > 0 and any(p.requires_grad for p in media_parameters(model))
+    named = [(name, parameter) for name, parameter in model.named_parameters() if parameter.requires_grad]
+    if use_event_loss:
+        named += [(f"event_head.{name}", parameter) for name, parameter in head.named_parameters()]
+    decay = [p for name, p in named if p.ndim >= 2 and "embed" not in name]
+    no_decay = [p for name, p in named if p.ndim < 2 or "embed" in name]
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=args.learning_rate,
     )
+    trained = decay + no_decay
 
     def learning_rate_factor(step):
         if step < args.warmup_steps:
@@ -194,12 +337,20 @@ def train(model, data: dict, args) -> float:
         media_index = torch.repeat_interleave(  # each question -> its clip's row in this batch
             torch.arange(len(clips)), torch.tensor([len(rows_of_clip[clip]) for clip in clips.tolist()])
         )
-        batch = {key: value[clips] for key, value in data["media"].items()}
+        batch, labels = media_batch(data, clips, args, generator)
         batch.update({key: value[rows] for key, value in data["text"].items()})
         output = model(**batch, media_index=media_index)
+        loss = output.loss
+        if use_event_loss:
+            # output.media_latents has a row per question; a clip's first question's row is the clip's latents
+            questions_per_clip = torch.bincount(media_index, minlength=len(clips))
+            first_rows = torch.cumsum(questions_per_clip, 0) - questions_per_clip
+            clip_events = event_loss(head, output.media_latents[first_rows], labels)
+            loss = loss + args.event_loss_weight * clip_events
+            running["event_loss"] += clip_events.item()
         optimizer.zero_grad(set_to_none=True)
-        output.loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trained, 1.0)
         optimizer.step()
         scheduler.step()
         for name in ("loss", "text_loss", "latent_loss", "reconstruction_loss"):
@@ -209,6 +360,7 @@ def train(model, data: dict, args) -> float:
             losses = "  ".join(f"{name} {total / count:.4f}" for name, total in running.items())
             print(f"  step {step + 1:5d}/{args.steps}  {losses}  ({time.perf_counter() - start:.0f} s)", flush=True)
             running.clear()
+    model.requires_grad_(True)  # frozen for stage 2 only: the saved model is a normal, trainable one
     model.eval()
     return time.perf_counter() - start
 
@@ -291,10 +443,61 @@ def run_model(name, args, tokenizer, train_clips, test_clips, num_chunks, frames
     model = MirasolForConditionalGeneration(config)
     print(f"[{name}] {sum(p.numel() for p in model.parameters()):,} parameters; training on "
           f"{len(train_data['clip_index'])} questions")
-    seconds = train(model, train_data, args)
-    print(f"[{name}] trained in {seconds / 60:.1f} min")
+    head = ChunkEventHead(config.latent_config.hidden_size)
+    seconds = 0.0
+    if args.pretrain_steps:
+        seconds += pretrain_media(model, head, train_data, args)
+    seconds += train(model, head, train_data, args)
+    print(f"[{name}] trained in {seconds / 60:.1f} min (both stages)")
     results = {name: evaluate(model, processor, test_data, args)}
     return model, processor, test_data, results, seconds
+
+
+def save(model, processor, results: dict, train_seconds: float, args) -> None:
+    """`save_pretrained` of the model (with the test table in its model card) and the processor into `args.save`."""
+    command = "python examples/train_synthetic.py " + " ".join(
+        f"--{key.replace('_', '-')} {','.join(value) if isinstance(value, tuple) else value}"
+        for key, value in sorted(vars(args).items())
+        if key in ("train_clips", "steps", "pretrain_steps", "seed", "frozen_in_stage_2")
+    )
+    model.config.model_card = {
+        "training_data": (
+            f"{args.train_clips} synthetic clips of `mirasol_hf.synthetic` (seed {args.train_seed}, "
+            f"{args.questions_per_kind} questions of each kind per clip), trained from scratch in "
+            f"{train_seconds / 60:.1f} min on CPU: `{command}`."
+        ),
+        "metrics": {
+            f"exact match, {setting}, {kind} (%)": f"{100 * accuracy[kind]:.1f}"
+            for setting in ("chunked", "audio removed")
+            for accuracy in [results[setting]]
+            for kind in (*QUESTION_KINDS, ALL_KINDS)
+        },
+        "notes": f"Evaluated on {args.test_clips} unseen clips (seed {args.test_seed}), one question of each kind.",
+    }
+    model.save_pretrained(args.save)
+    processor.save_pretrained(args.save)
+    if args.package:
+        for path in Path(args.save).glob("*.py"):
+            path.unlink()
+        for path in Path(args.save).glob("*.json"):
+            content = json.loads(path.read_text())
+            if isinstance(content, dict) and _drop_auto_map(content):
+                path.write_text(json.dumps(content, indent=2, sort_keys=True) + "\n")
+        card = Path(args.save) / "README.md"
+        text = card.read_text()
+        remote_code = text.find("Without it, through the code files")
+        if remote_code >= 0:  # that usage needs the code files just removed
+            card.write_text(text[:remote_code] + text[text.index("## Architecture", remote_code):])
+    print(f"saved the chunked model and its processor to {args.save}")
+
+
+def _drop_auto_map(content: dict) -> bool:
+    """Removes every "auto_map" entry of a JSON dict, nested ones too; returns whether there was one."""
+    found = content.pop("auto_map", None) is not None
+    for value in content.values():
+        if isinstance(value, dict):
+            found = _drop_auto_map(value) or found
+    return found
 
 
 def main(argv=None):
@@ -302,7 +505,8 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     train_clips = generate_dataset(args.train_clips, args.train_seed, questions_per_kind=args.questions_per_kind)
     test_clips = generate_dataset(args.test_clips, args.test_seed)
-    texts = [q.question for clip in train_clips for q in clip.questions]
+    # the prompts as the processor writes them, so "question:" and "answer:" are words of the vocabulary too
+    texts = [DEFAULT_PROMPT_TEMPLATE.format(question=q.question) for clip in train_clips for q in clip.questions]
     texts += [answer for answers in ANSWER_VOCABULARY.values() for answer in answers]
     tokenizer = build_tokenizer(texts, vocab_size=256)
 
@@ -314,9 +518,7 @@ def main(argv=None):
     results["audio removed"] = evaluate(model, processor, test_data, args, remove_audio=True)
     times = {chunked: train_seconds}
     if args.save:
-        model.save_pretrained(args.save)
-        processor.save_pretrained(args.save)
-        print(f"saved the chunked model and its processor to {args.save}")
+        save(model, processor, results, train_seconds, args)
     if not args.skip_one_chunk:
         name = "one chunk"
         _, _, _, one_chunk_results, times[name] = run_model(
