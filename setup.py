@@ -10,6 +10,8 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["mirasol_hf", "mirasol_hf.*"]),
     include_package_data=True,
+    # the default model (mirasol_hf.DEFAULT_MODEL): weights, config, processor and tokenizer files
+    package_data={"mirasol_hf": ["default_model/*"]},
     # torch is not listed as a hard pin: install it first (README), so pip does not pull a CUDA build here.
     install_requires=[
         "torch>=2.6",

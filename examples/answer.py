@@ -4,12 +4,10 @@
     python examples/answer.py VIDEO "question" [...]   # your own video
     python examples/answer.py --model PATH VIDEO "question"
 
-With no video given, the script writes a synthetic clip (coloured shapes and sounds, see docs/synthetic.md) to an
-mp4 file and asks the questions the generator made for it, so the answers can be checked.
-
-No trained default model ships with the package yet (see docs/synthetic.md): without `--model`, the script builds
-a tiny model with random weights, so the whole path (reading the mp4 and its audio, encoding, generating) runs,
-but the answers are not meaningful.
+Without `--model`, the model is `mirasol_hf.DEFAULT_MODEL`: a small Mirasol shipped inside the package, trained by
+examples/train_synthetic.py on synthetic clips (coloured shapes and sounds, see docs/synthetic.md), so it answers
+questions about such clips only. With no video given, the script writes a synthetic clip it never saw to an mp4 file
+and asks the questions the generator made for it, so the answers can be checked.
 """
 
 import argparse
@@ -18,47 +16,24 @@ from pathlib import Path
 
 from transformers import pipeline
 
-from mirasol_hf import MirasolConfig, MirasolForConditionalGeneration, MirasolProcessor, build_tokenizer
-from mirasol_hf.synthetic import ANSWER_VOCABULARY, generate_dataset, write_mp4
+from mirasol_hf import DEFAULT_MODEL
+from mirasol_hf.synthetic import generate_dataset, write_mp4
 
-SAMPLE_SEED = 2024
-UNTRAINED_CHUNKS = 4
-UNTRAINED_FRAMES_PER_CHUNK = 8
-
-
-def untrained_model(folder: Path) -> str:
-    """A tiny random Mirasol model with a tokenizer for the synthetic questions, saved to `folder`."""
-    texts = [q.question for clip in generate_dataset(20, seed=SAMPLE_SEED) for q in clip.questions]
-    texts += [answer for answers in ANSWER_VOCABULARY.values() for answer in answers]
-    tokenizer = build_tokenizer(texts, vocab_size=300)
-    config = MirasolConfig.from_preset(
-        "tiny",
-        num_chunks=UNTRAINED_CHUNKS,
-        frames_per_chunk=UNTRAINED_FRAMES_PER_CHUNK,
-        text_config={"vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id,
-                     "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id},
-    )
-    MirasolForConditionalGeneration(config).save_pretrained(folder)
-    MirasolProcessor.from_model_config(config, tokenizer).save_pretrained(folder)
-    return str(folder)
+SAMPLE_SEED = 2024  # the training script uses seeds 0 (training) and 1 (evaluation)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("video", nargs="?", help="a video file; omit to use a generated sample clip")
     parser.add_argument("questions", nargs="*", help="questions about the video")
-    parser.add_argument("--model", help="checkpoint folder or Hub id (default: a tiny untrained model)")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="checkpoint folder or Hub id (default: the shipped model)")
     args = parser.parse_args()
     if args.video and not args.questions:
         parser.error("give at least one question about the video")
 
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
-        model = args.model
-        if model is None:
-            print("No trained default model ships yet: using a tiny model with random weights (answers are noise).\n")
-            model = untrained_model(folder / "untrained")
-        answerer = pipeline("video-question-answering", model=model)
+        answerer = pipeline("video-question-answering", model=args.model)
 
         if args.video:
             for question, reply in zip(args.questions, answerer(args.video, args.questions, max_new_tokens=4)):

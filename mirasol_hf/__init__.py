@@ -15,6 +15,7 @@ from transformers import (
 from transformers.pipelines import PIPELINE_REGISTRY
 
 from .backbones import from_pretrained_backbones
+from .default_model import DEFAULT_MODEL
 from .configuration_mirasol import (
     MirasolAudioConfig,
     MirasolCombinerConfig,
