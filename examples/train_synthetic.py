@@ -47,6 +47,7 @@ import torch
 import torch.nn.functional as F
 
 from mirasol_hf import MirasolConfig, MirasolForConditionalGeneration
+from mirasol_hf.hub import write_model_card
 from mirasol_hf.processing_mirasol import DEFAULT_PROMPT_TEMPLATE, MirasolProcessor
 from mirasol_hf.synthetic import (
     ANSWER_VOCABULARY,
@@ -63,8 +64,6 @@ MEDIA_KEYS = ("pixel_values_videos", "video_chunk_mask", "input_features", "audi
 TEXT_KEYS = ("input_ids", "attention_mask", "labels")
 ALL_KINDS = "all"
 NORMALIZATION_CLIPS = 200  # training clips the input statistics are measured on
-
-
 MEDIA_MODULES = ("video_encoder", "audio_encoder", "combiner", "latent_model")
 
 
@@ -495,12 +494,8 @@ def save(model, processor, results: dict, train_seconds: float, args) -> None:
         for path in Path(args.save).glob("*.json"):
             content = json.loads(path.read_text())
             if isinstance(content, dict) and _drop_auto_map(content):
-                path.write_text(json.dumps(content, indent=2, sort_keys=True) + "\n")
-        card = Path(args.save) / "README.md"
-        text = card.read_text()
-        remote_code = text.find("Without it, through the code files")
-        if remote_code >= 0:  # that usage needs the code files just removed
-            card.write_text(text[:remote_code] + text[text.index("## Architecture", remote_code):])
+                path.write_text(json.dumps(content, indent=2) + "\n")
+        write_model_card(model, args.save, overwrite=True, remote_code=False)  # no trust_remote_code usage
     print(f"saved the chunked model and its processor to {args.save}")
 
 

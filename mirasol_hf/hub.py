@@ -42,6 +42,21 @@ def write_remote_code(save_directory) -> None:
         shutil.copy(path, Path(save_directory) / path.name)
 
 
+REMOTE_CODE_USAGE = """Without it, through the code files saved next to the weights:
+
+```python
+from transformers import AutoModelForMultimodalLM, AutoProcessor
+
+model = AutoModelForMultimodalLM.from_pretrained("PATH_OR_REPO_ID", trust_remote_code=True)
+processor = AutoProcessor.from_pretrained("PATH_OR_REPO_ID", trust_remote_code=True)
+inputs = processor(videos="clip.mp4", text="what is happening?", return_tensors="pt")
+output = model.generate(**inputs, max_new_tokens=16)
+print(processor.post_process_answer(output, inputs["input_ids"]))
+```
+
+"""
+
+
 def _format_count(count: int) -> str:
     for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
         if count >= size:
@@ -49,11 +64,12 @@ def _format_count(count: int) -> str:
     return str(count)
 
 
-def model_card(model) -> str:
+def model_card(model, remote_code: bool = True) -> str:
     """A model card (README.md) for a Mirasol checkpoint: usage, architecture, size, training data and metrics.
 
     Training data and metrics come from `config.model_card` (a dict with "training_data", "metrics", "notes"),
-    which training scripts fill in; absent entries say they were not recorded.
+    which training scripts fill in; absent entries say they were not recorded. `remote_code=False` leaves out the
+    `trust_remote_code` usage, for a folder saved without the code files.
     """
     config = model.config
     info = config.model_card or {}
@@ -63,6 +79,7 @@ def model_card(model) -> str:
     metrics = info.get("metrics") or {}
     metric_lines = "\n".join(f"| {name} | {value} |" for name, value in metrics.items())
     metrics_text = f"| metric | value |\n|---|---|\n{metric_lines}" if metrics else "Not recorded."
+    remote_code_usage = REMOTE_CODE_USAGE if remote_code else ""
     return f"""---
 library_name: transformers
 pipeline_tag: video-text-to-text
@@ -90,19 +107,7 @@ pipe = pipeline("video-question-answering", model="PATH_OR_REPO_ID")
 print(pipe("clip.mp4", "what is happening?"))
 ```
 
-Without it, through the code files saved next to the weights:
-
-```python
-from transformers import AutoModelForMultimodalLM, AutoProcessor
-
-model = AutoModelForMultimodalLM.from_pretrained("PATH_OR_REPO_ID", trust_remote_code=True)
-processor = AutoProcessor.from_pretrained("PATH_OR_REPO_ID", trust_remote_code=True)
-inputs = processor(videos="clip.mp4", text="what is happening?", return_tensors="pt")
-output = model.generate(**inputs, max_new_tokens=16)
-print(processor.post_process_answer(output, inputs["input_ids"]))
-```
-
-## Architecture
+{remote_code_usage}## Architecture
 
 | part | size |
 |---|---|
@@ -126,8 +131,8 @@ print(processor.post_process_answer(output, inputs["input_ids"]))
 """
 
 
-def write_model_card(model, save_directory, overwrite: bool = False) -> None:
+def write_model_card(model, save_directory, overwrite: bool = False, remote_code: bool = True) -> None:
     """Writes README.md unless one is there already (a card written by hand is kept) or `overwrite`."""
     path = Path(save_directory) / MODEL_CARD
     if overwrite or not path.exists():
-        path.write_text(model_card(model), encoding="utf-8")
+        path.write_text(model_card(model, remote_code=remote_code), encoding="utf-8")

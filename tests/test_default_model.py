@@ -35,8 +35,10 @@ def test_default_model_is_a_small_safetensors_checkpoint_with_its_processor():
     assert "model.safetensors" in files and not any(name.endswith((".bin", ".pt", ".py")) for name in files)
     assert {"config.json", "processor_config.json", "tokenizer.json"} <= files
     assert sum(path.stat().st_size for path in folder.iterdir()) <= MAX_BYTES
-    # loadable by name from the Auto classes, with no code copied next to the weights
+    # loadable by name from the Auto classes, with no code copied next to the weights, and a card that says so
     assert "auto_map" not in json.loads((folder / "config.json").read_text())
+    card = (folder / "README.md").read_text()
+    assert "trust_remote_code" not in card and "exact match, chunked, all (%)" in card
 
 
 def test_default_model_answers_unseen_clips(default_model):
