@@ -29,6 +29,10 @@ setup(
         "tqdm",
     ],
     # pillow: transformers' "any-to-any" pipeline requires it (tests/test_pipeline.py runs that pipeline).
-    extras_require={"test": ["pytest", "pytest-timeout", "pillow"]},
+    # app: the Gradio demo (mirasol_hf/app.py); the test extra adds selenium to drive it in Debian's chromium.
+    extras_require={
+        "app": ["gradio>=6,<7", "pillow"],
+        "test": ["pytest", "pytest-timeout", "pillow", "gradio>=6,<7", "selenium>=4.11"],
+    },
     entry_points={"console_scripts": ["mirasol-hf=mirasol_hf.cli:main"]},
 )

@@ -1,0 +1,254 @@
+"""Drive the Gradio app (mirasol_hf/app.py) in headless Chromium, as a person would: used by tests/test_app.py and,
+run as a script, to make the screenshot in docs/:
+
+    python tests/app_browser.py docs/app_screenshot.png   # the README's sample clip and its five questions
+
+The app runs in its own process on 127.0.0.1 with an audit hook that logs every connection or name lookup to
+another host; the browser logs every request it makes. Both logs are returned so a caller can check that nothing
+reached the network.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1400,1000",
+)
+STARTUP_TIMEOUT = 180  # seconds for the app to import torch, transformers and gradio on a busy machine
+ANSWER_TIMEOUT = 120
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+# Runs the app in a child process; every connection or name lookup outside this machine is written to a log.
+SERVE_APP = r"""
+import sys
+
+log_path, model, port = sys.argv[1], sys.argv[2], sys.argv[3]
+LOCAL = {"127.0.0.1", "localhost", "::1", "0.0.0.0", None, ""}
+
+
+def log_network(event, args):
+    if event == "socket.connect" and isinstance(args[1], tuple):
+        host = args[1][0]
+    elif event == "socket.getaddrinfo":
+        host = args[0]
+    else:
+        return
+    host = host.decode() if isinstance(host, bytes) else host
+    if host not in LOCAL:
+        with open(log_path, "a") as log:
+            log.write(f"{event} {host!r}\n")
+
+
+sys.addaudithook(log_network)
+from mirasol_hf.app import main
+
+main(["--model", model, "--port", port])
+"""
+
+
+def browser_missing_reason() -> str | None:
+    """Why the browser test cannot run here, or None when it can."""
+    for path in (CHROMIUM, CHROMEDRIVER):
+        if not os.path.exists(path):
+            return f"{path} is not installed (Debian: apt-get install -y chromium chromium-driver; .ci/run does it)"
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class AppServer:
+    """The app on 127.0.0.1 in a child process: `with AppServer(model, folder) as app: app.wait(); app.url`.
+
+    Starting does not wait, so the caller can work while the app imports; `network_attempts()` lists what the
+    audit hook saw the app try to reach outside this machine.
+    """
+
+    def __init__(self, model: str, folder):
+        self.model = model
+        self.folder = Path(folder)
+        self.url = f"http://127.0.0.1:{free_port()}/"
+        self.network_log = self.folder / "app_network.log"
+        self.output_log = self.folder / "app_output.log"
+
+    def __enter__(self):
+        self.network_log.write_text("")
+        self._output = open(self.output_log, "w")
+        port = self.url.rstrip("/").rsplit(":", 1)[1]
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", SERVE_APP, str(self.network_log), self.model, port],
+            stdout=self._output,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "GRADIO_TEMP_DIR": str(self.folder / "gradio")},
+        )
+        return self
+
+    def wait(self):
+        """Block until the page answers (or raise with the app's output)."""
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the app exited with {self.process.returncode}: {self.output_log.read_text()}")
+            try:
+                with urllib.request.urlopen(self.url, timeout=5):
+                    return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the app did not answer on {self.url} within {STARTUP_TIMEOUT} s")
+                time.sleep(0.3)
+
+    def network_attempts(self) -> list[str]:
+        return self.network_log.read_text().splitlines()
+
+    def __exit__(self, *exc_info):
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self._output.close()
+
+
+@contextlib.contextmanager
+def open_browser(folder):
+    """Headless Debian Chromium through selenium, with a fresh profile in `folder` and request logging on."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    profile = tempfile.mkdtemp(prefix="chromium_profile_", dir=folder)
+    options.add_argument(f"--user-data-dir={profile}")
+    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def outside_requests(driver) -> list[str]:
+    """Every http(s) or ws(s) URL the page asked for so far that is not on this machine (Chromium's performance
+    log; chrome:// pages of the browser itself are not network)."""
+    urls = []
+    for entry in driver.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        if message["method"] in ("Network.requestWillBeSent", "Network.webSocketCreated"):
+            params = message["params"]
+            urls.append(params["request"]["url"] if "request" in params else params["url"])
+    return [url for url in urls if url.split(":")[0] in ("http", "https", "ws", "wss")
+            and urllib.parse.urlsplit(url).hostname not in LOCAL_HOSTS]
+
+
+def _wait(driver, condition, timeout: float, what: str):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout, poll_frequency=0.2).until(condition, message=f"waiting for {what}")
+
+
+def ask_in_page(driver, url: str, video, questions: list[str], screenshot=None) -> dict:
+    """Open the app (afresh), upload `video`, type `questions` one per line, press Answer and read the page.
+
+    Returns `{"answers": [...], "status": str, "chunk_picture": PIL image or None, "page_text": str}`; saves a
+    screenshot of the whole page to `screenshot` when given.
+    """
+    from PIL import Image
+    from selenium.webdriver.common.by import By
+
+    driver.get(url)
+    _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#video input[type=file]"), 60, "the upload box")
+    driver.find_element(By.CSS_SELECTOR, "#video input[type=file]").send_keys(str(Path(video).resolve()))
+    _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#video video"), 60, "the uploaded video")
+    box = driver.find_element(By.CSS_SELECTOR, "#questions textarea")
+    box.clear()
+    box.send_keys("\n".join(questions))
+    status_before = driver.find_element(By.ID, "status").text
+    driver.find_element(By.ID, "ask").click()
+
+    def finished(d):
+        answers = d.find_elements(By.CSS_SELECTOR, "#answers td.answer")
+        status = d.find_element(By.ID, "status").text
+        return len(answers) == len(questions) or (status.startswith("Could not") and status != status_before)
+
+    _wait(driver, finished, ANSWER_TIMEOUT, "the answers")
+    answers = [cell.text for cell in driver.find_elements(By.CSS_SELECTOR, "#answers td.answer")]
+    picture = None
+    if answers:
+        _wait(driver, lambda d: d.execute_script(
+            "const img = document.querySelector('#chunks img'); return img && img.complete && img.naturalWidth > 0;"
+        ), 30, "the chunk picture")
+        encoded = driver.execute_async_script(
+            "const img = document.querySelector('#chunks img');"
+            "const done = arguments[arguments.length - 1];"
+            "fetch(img.src).then(r => r.blob()).then(b => { const f = new FileReader();"
+            " f.onload = () => done(f.result.split(',')[1]); f.readAsDataURL(b); });"
+        )
+        picture = Image.open(io.BytesIO(base64.b64decode(encoded))).convert("RGB")
+    if screenshot is not None:
+        content = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
+        shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
+            "format": "png", "captureBeyondViewport": True,
+            "clip": {"x": 0, "y": 0, "width": content["width"], "height": content["height"], "scale": 1},
+        })
+        Path(screenshot).write_bytes(base64.b64decode(shot["data"]))
+    return {
+        "answers": answers,
+        "status": driver.find_element(By.ID, "status").text,
+        "chunk_picture": picture,
+        "page_text": driver.find_element(By.TAG_NAME, "body").text,
+    }
+
+
+def main():
+    import argparse
+
+    from mirasol_hf import DEFAULT_MODEL
+    from mirasol_hf.app import write_sample_clip
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("screenshot", help="PNG to write")
+    parser.add_argument("--model", default=DEFAULT_MODEL)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        video, questions, truth = write_sample_clip(folder)
+        with AppServer(args.model, folder) as app, open_browser(folder) as driver:
+            app.wait()
+            page = ask_in_page(driver, app.url, video, questions, screenshot=args.screenshot)
+    for question, answer, expected in zip(questions, page["answers"], truth):
+        print(f"{question} -> {answer!r} (true: {expected!r})")
+    print(f"wrote {args.screenshot}")
+
+
+if __name__ == "__main__":
+    main()
