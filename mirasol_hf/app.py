@@ -320,7 +320,7 @@ def build_demo(model: str = DEFAULT_MODEL, sample_folder=None):
         )
         with gr.Row():
             video = gr.Video(
-                label="Video", sources=["upload", "webcam"], include_audio=True, height=320, elem_id="video"
+                label="Video", sources=["upload", "webcam"], include_audio=True, height=380, elem_id="video"
             )
             with gr.Column():
                 questions = gr.Textbox(label="Questions, one per line", lines=5, elem_id="questions")

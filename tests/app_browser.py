@@ -230,6 +230,23 @@ def ask_in_page(driver, url: str, video, questions: list[str], screenshot=None) 
     }
 
 
+def answer_sample_in_page(driver, url: str) -> dict:
+    """Open the app, press "Load the sample clip" then "Answer"; returns the questions shown and the answers."""
+    from selenium.webdriver.common.by import By
+
+    driver.get(url)
+    _wait(driver, lambda d: d.find_elements(By.ID, "sample"), 60, "the sample button")
+    driver.find_element(By.ID, "sample").click()
+    _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#video video")
+          and d.find_element(By.CSS_SELECTOR, "#questions textarea").get_attribute("value"), 60, "the sample clip")
+    questions = driver.find_element(By.CSS_SELECTOR, "#questions textarea").get_attribute("value").splitlines()
+    driver.find_element(By.ID, "ask").click()
+    _wait(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#answers td.answer")) == len(questions),
+          ANSWER_TIMEOUT, "the sample's answers")
+    answers = [cell.text for cell in driver.find_elements(By.CSS_SELECTOR, "#answers td.answer")]
+    return {"questions": questions, "answers": answers}
+
+
 def main():
     import argparse
 

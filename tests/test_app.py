@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from transformers import pipeline
 
-from app_browser import AppServer, ask_in_page, browser_missing_reason, open_browser, outside_requests
+from app_browser import AppServer, answer_sample_in_page, ask_in_page, browser_missing_reason, open_browser, outside_requests
 from mirasol_hf import DEFAULT_MODEL
 from mirasol_hf import app
 from mirasol_hf.synthetic import generate_clip, write_mp4
@@ -45,6 +45,7 @@ def test_app_in_a_browser_answers_like_the_pipeline_and_shows_bad_uploads(tmp_pa
         with open_browser(tmp_path) as driver:
             page = ask_in_page(driver, server.url, video, questions, screenshot=tmp_path / "app.png")
             bad_page = ask_in_page(driver, server.url, broken, questions[:1])
+            sample_page = answer_sample_in_page(driver, server.url)
             browser_outside = outside_requests(driver)
         app_outside = server.network_attempts()
 
@@ -65,6 +66,12 @@ def test_app_in_a_browser_answers_like_the_pipeline_and_shows_bad_uploads(tmp_pa
     assert message_after_path in bad_page["status"]
     assert bad_page["answers"] == [] and bad_page["chunk_picture"] is None
     assert "Traceback" not in bad_page["page_text"]
+
+    # Two clicks answer the sample clip's five questions (the README's clip), as the pipeline does.
+    sample_video, sample_questions, _ = app.write_sample_clip(tmp_path)
+    assert sample_page["questions"] == sample_questions and len(sample_questions) == 5
+    sample_answers = answerer(sample_video, sample_questions, max_new_tokens=app.MAX_NEW_TOKENS)
+    assert sample_page["answers"] == [reply["answer"] for reply in sample_answers]
 
     assert browser_outside == [], "the page asked for something outside this machine"
     assert app_outside == [], "the app tried to reach the network"
