@@ -135,6 +135,9 @@ def test_chunk_attention_averages_the_answer_steps_per_chunk():
 def test_ask_shows_clear_messages_for_missing_inputs(tmp_path):
     assert app.ask(None, "what?", "default")[0] == "Upload or record a video first."
     assert app.ask(str(tmp_path / "clip.mp4"), " \n ", "default")[0] == "Write at least one question, one per line."
+    status, answers, picture = app.ask(str(tmp_path / "clip.mp4"), "what?", str(tmp_path))  # a folder, no checkpoint
+    assert status.startswith("**Could not load the model**") and "config.json" in status
+    assert (answers, picture) == ("", None)
 
 
 def test_space_files_install_what_the_package_needs():
