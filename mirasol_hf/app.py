@@ -23,6 +23,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from .default_model import DEFAULT_MODEL
 from .media import MediaClip
@@ -86,8 +87,6 @@ def chunk_attention(generated, prompt_length: int, eos_token_id: int, num_chunks
     (chunk-major). The query that writes answer token `k` is the last position of step `k`; the steps that wrote the
     answer (up to its eos, and at least the first) are averaged over layers and heads.
     """
-    import torch
-
     steps = generated["cross_attentions"]
     # (steps, layers, B, heads, T * m): the last query of each step
     per_step = torch.stack([torch.stack([layer[:, :, -1] for layer in step]) for step in steps])
