@@ -291,6 +291,7 @@ CSS = """
 .mirasol-answers { border-collapse: collapse; margin-top: 4px; }
 .mirasol-answers th, .mirasol-answers td { border: 1px solid #ddd; padding: 4px 10px; text-align: center; }
 .mirasol-answers td.question { text-align: left; }
+#video video { max-height: 300px; }
 """
 
 
@@ -319,7 +320,7 @@ def build_demo(model: str = DEFAULT_MODEL, sample_folder=None):
         )
         with gr.Row():
             video = gr.Video(
-                label="Video", sources=["upload", "webcam"], include_audio=True, height=380, elem_id="video"
+                label="Video", sources=["upload", "webcam"], include_audio=True, elem_id="video"
             )
             with gr.Column():
                 questions = gr.Textbox(label="Questions, one per line", lines=5, elem_id="questions")
