@@ -131,3 +131,30 @@ def test_static_cache_compiled_decoding_step_equals_dynamic_cache(inputs, greedy
     compiled = generate(model, inputs, do_sample=False, cache_implementation="static", compile_config=compile_config)
     torch.testing.assert_close(compiled, greedy)
     assert hasattr(model, "_compiled_call")  # generate() did compile the decoding step
+
+
+def test_static_cache_follows_clips_of_other_lengths_and_text_only(model, inputs):
+    """A static cache sized for one clip's media tokens is not reused for another length, nor for text alone."""
+    one = {key: value[:1] for key, value in inputs.items()}
+    frames, audio = model.config.frames_per_chunk, model.config.audio_frames_per_chunk
+    for num_chunks in (2, NUM_CHUNKS, 3):
+        clip = {
+            **one,
+            "pixel_values_videos": one["pixel_values_videos"][:, : num_chunks * frames],
+            "input_features": one["input_features"][:, :, : num_chunks * audio],
+        }
+        static = generate(model, clip, do_sample=False, cache_implementation="static")
+        torch.testing.assert_close(static, generate(model, clip, do_sample=False))
+    text = {key: one[key] for key in ("input_ids", "attention_mask")}
+    static = generate(model, text, do_sample=False, cache_implementation="static")
+    torch.testing.assert_close(static, generate(model, text, do_sample=False))
+
+
+def test_assistant_of_another_media_width_is_refused_clearly(model, inputs):
+    torch.manual_seed(0)
+    config = MirasolConfig.from_preset("tiny", latent_config={"hidden_size": 48}, text_config={"num_hidden_layers": 1,
+                                                                                            "cross_attention_layers": [0]})
+    assistant = MirasolForConditionalGeneration(config).eval()
+    one = {key: value[:1] for key, value in inputs.items()}
+    with pytest.raises(ValueError, match="assistant_model cross-attends to media latents of width 48"):
+        generate(model, one, do_sample=False, assistant_model=assistant)
