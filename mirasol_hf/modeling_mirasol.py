@@ -80,9 +80,8 @@ class MirasolModelOutputWithPast(ModelOutput):
     """`media_latents` / `media_chunk_mask` are what each text row attended to; `encoded_media` is the encoding of the
     raw media given (one row per clip, before `media_index`), None when `media_latents` were passed in.
 
-    With `output_hidden_states` / `output_attentions`, as in Llama: `hidden_states` (the input of the first decoder
-    layer, i.e. the embeddings unless a cross-attention block comes before layer 0, then each decoder layer's output,
-    the last one normed), `attentions` (one (B, heads, L, S) per decoder layer), and `cross_attentions`, one
+    With `output_hidden_states` / `output_attentions`, as in Llama: `hidden_states` (the embeddings, then each
+    decoder layer's output, the last one normed), `attentions` (one (B, heads, L, S) per decoder layer), and `cross_attentions`, one
     (B, heads, L, T*m) per cross-attention block, media tokens chunk-major: chunk t owns tokens t*m .. t*m + m - 1, so
     `.unflatten(-1, (T, m)).sum(-1)` is the attention per chunk.
     """
@@ -182,7 +181,12 @@ class MirasolPreTrainedModel(PreTrainedModel):
     # uses `MirasolAttention`, so the module path tells the text decoder's self- and cross-attention and the latent
     # model's apart.
     _can_record_outputs = {
-        "hidden_states": OutputRecorder(MirasolTextDecoderLayer),
+        # The embeddings first (a cross-attention block may run before layer 0), then each decoder layer's output;
+        # given `inputs_embeds`, the first layer's input stands in for them.
+        "hidden_states": [
+            OutputRecorder(nn.Embedding, layer_name="text_model.embed_tokens", capture_initial_hidden_state=False),
+            OutputRecorder(MirasolTextDecoderLayer),
+        ],
         "attentions": OutputRecorder(MirasolAttention, index=1, layer_name="text_model.layers"),
         "cross_attentions": OutputRecorder(MirasolAttention, index=1, layer_name="text_model.cross_attention_blocks"),
         "latent_attentions": OutputRecorder(MirasolAttention, index=1, layer_name="latent_model.encoder"),

@@ -70,6 +70,21 @@ def test_forward_records_hidden_states_attentions_and_cross_attentions(model):
         assert weights.shape == (batch, config.latent_config.num_attention_heads, NUM_CHUNKS * m, NUM_CHUNKS * m)
 
 
+# Given inputs_embeds, the embedding layer does not run and the first decoder layer's input stands in, which is the
+# embeddings unless a cross-attention block comes before layer 0.
+@pytest.mark.parametrize("use_embeds, cross_attention_layers", [(False, [0, 1]), (True, [1])])
+def test_hidden_states_start_with_the_embeddings(use_embeds, cross_attention_layers):
+    config = tiny_config(text_config={"cross_attention_layers": cross_attention_layers, "cross_attention_gate_init": 0.5})
+    model = MirasolForConditionalGeneration(config).eval()
+    ids, media = make_ids(config), make_media(config)
+    embeddings = model.get_input_embeddings()(ids)
+    text = {"inputs_embeds": embeddings} if use_embeds else {"input_ids": ids}
+    with torch.no_grad():
+        out = model(**text, **media, output_hidden_states=True)
+    assert len(out.hidden_states) == config.text_config.num_hidden_layers + 1
+    torch.testing.assert_close(out.hidden_states[0], embeddings)
+
+
 def test_nothing_recorded_unless_asked(model):
     with torch.no_grad():
         out = model(input_ids=make_ids(model.config), **make_media(model.config))
