@@ -81,9 +81,9 @@ class MirasolModelOutputWithPast(ModelOutput):
     raw media given (one row per clip, before `media_index`), None when `media_latents` were passed in.
 
     With `output_hidden_states` / `output_attentions`, as in Llama: `hidden_states` (the embeddings, then each
-    decoder layer's output, the last one normed), `attentions` (one (B, heads, L, S) per decoder layer), and `cross_attentions`, one
-    (B, heads, L, T*m) per cross-attention block, media tokens chunk-major: chunk t owns tokens t*m .. t*m + m - 1, so
-    `.unflatten(-1, (T, m)).sum(-1)` is the attention per chunk.
+    decoder layer's output, the last one normed), `attentions` (one (B, heads, L, S) per decoder layer), and
+    `cross_attentions`, one (B, heads, L, T*m) per cross-attention block, media tokens chunk-major: chunk t owns
+    tokens t*m .. t*m + m - 1, so `.unflatten(-1, (T, m)).sum(-1)` is the attention per chunk.
     """
 
     last_hidden_state: torch.FloatTensor | None = None
@@ -745,9 +745,9 @@ class MirasolForConditionalGeneration(MirasolPreTrainedModel, GenerationMixin):
                     "latent_config.hidden_size must be the same"
                 )
         defaults = generation_config if generation_config is not None else self.generation_config
-        record_cross_attentions = kwargs.get("return_dict_in_generate", defaults.return_dict_in_generate) and kwargs.get(
-            "output_attentions", defaults.output_attentions
-        )
+        record_cross_attentions = kwargs.get(
+            "return_dict_in_generate", defaults.return_dict_in_generate
+        ) and kwargs.get("output_attentions", defaults.output_attentions)
         if not record_cross_attentions:
             return super().generate(inputs, generation_config, **kwargs)
         # GenerationMixin keeps cross-attentions for encoder-decoder models only: take them from each forward.

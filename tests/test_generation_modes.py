@@ -152,8 +152,8 @@ def test_static_cache_follows_clips_of_other_lengths_and_text_only(model, inputs
 
 def test_assistant_of_another_media_width_is_refused_clearly(model, inputs):
     torch.manual_seed(0)
-    config = MirasolConfig.from_preset("tiny", latent_config={"hidden_size": 48}, text_config={"num_hidden_layers": 1,
-                                                                                            "cross_attention_layers": [0]})
+    text_config = {"num_hidden_layers": 1, "cross_attention_layers": [0]}
+    config = MirasolConfig.from_preset("tiny", latent_config={"hidden_size": 48}, text_config=text_config)
     assistant = MirasolForConditionalGeneration(config).eval()
     one = {key: value[:1] for key, value in inputs.items()}
     with pytest.raises(ValueError, match="assistant_model cross-attends to media latents of width 48"):

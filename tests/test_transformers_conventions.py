@@ -74,7 +74,8 @@ def test_forward_records_hidden_states_attentions_and_cross_attentions(model):
 # embeddings unless a cross-attention block comes before layer 0.
 @pytest.mark.parametrize("use_embeds, cross_attention_layers", [(False, [0, 1]), (True, [1])])
 def test_hidden_states_start_with_the_embeddings(use_embeds, cross_attention_layers):
-    config = tiny_config(text_config={"cross_attention_layers": cross_attention_layers, "cross_attention_gate_init": 0.5})
+    text_config = {"cross_attention_layers": cross_attention_layers, "cross_attention_gate_init": 0.5}
+    config = tiny_config(text_config=text_config)
     model = MirasolForConditionalGeneration(config).eval()
     ids, media = make_ids(config), make_media(config)
     embeddings = model.get_input_embeddings()(ids)
