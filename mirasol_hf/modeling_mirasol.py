@@ -80,10 +80,10 @@ class MirasolModelOutputWithPast(ModelOutput):
     """`media_latents` / `media_chunk_mask` are what each text row attended to; `encoded_media` is the encoding of the
     raw media given (one row per clip, before `media_index`), None when `media_latents` were passed in.
 
-    With `output_hidden_states` / `output_attentions`, as in Llama: `hidden_states` (embeddings, then each decoder
-    layer's output), `attentions` (one (B, heads, L, S) per decoder layer), and `cross_attentions`, one
-    (B, heads, L, T*m) per cross-attention block, media tokens chunk-major: chunk t owns tokens t*m .. t*m + m - 1, so
-    `.unflatten(-1, (T, m)).sum(-1)` is the attention per chunk.
+    With `output_hidden_states` / `output_attentions`, as in Llama: `hidden_states` (the embeddings, then each
+    decoder layer's output, the last one normed), `attentions` (one (B, heads, L, S) per decoder layer), and
+    `cross_attentions`, one (B, heads, L, T*m) per cross-attention block, media tokens chunk-major: chunk t owns
+    tokens t*m .. t*m + m - 1, so `.unflatten(-1, (T, m)).sum(-1)` is the attention per chunk.
     """
 
     last_hidden_state: torch.FloatTensor | None = None
@@ -181,7 +181,12 @@ class MirasolPreTrainedModel(PreTrainedModel):
     # uses `MirasolAttention`, so the module path tells the text decoder's self- and cross-attention and the latent
     # model's apart.
     _can_record_outputs = {
-        "hidden_states": OutputRecorder(MirasolTextDecoderLayer),
+        # The embeddings first (a cross-attention block may run before layer 0), then each decoder layer's output;
+        # given `inputs_embeds`, the first layer's input stands in for them.
+        "hidden_states": [
+            OutputRecorder(nn.Embedding, layer_name="text_model.embed_tokens", capture_initial_hidden_state=False),
+            OutputRecorder(MirasolTextDecoderLayer),
+        ],
         "attentions": OutputRecorder(MirasolAttention, index=1, layer_name="text_model.layers"),
         "cross_attentions": OutputRecorder(MirasolAttention, index=1, layer_name="text_model.cross_attention_blocks"),
         "latent_attentions": OutputRecorder(MirasolAttention, index=1, layer_name="latent_model.encoder"),
@@ -543,6 +548,9 @@ class MirasolForConditionalGeneration(MirasolPreTrainedModel, GenerationMixin):
     _fsdp_plan = {"lm_head": "keep_full_weight"}
     # Trainer passes `num_items_in_batch` so the text loss is normalised over the whole accumulated batch.
     accepts_loss_kwargs = True
+    # With `cache_implementation="static"` every cache slot is a fixed-size `StaticLayer` (the cross-attention ones
+    # sized for the media, see `_prepare_static_cache`), so the decoding step compiles as one graph.
+    _can_compile_fullgraph = True
 
     def __init__(self, config: MirasolConfig):
         super().__init__(config)
@@ -725,10 +733,21 @@ class MirasolForConditionalGeneration(MirasolPreTrainedModel, GenerationMixin):
         if media_latents is not None:
             kwargs["media_latents"] = media_latents
             kwargs["media_chunk_mask"] = media_chunk_mask
+            # An assistant (assisted decoding) is handed these latents, not the raw media.
+            assistant = kwargs.get("assistant_model")
+            width = media_latents.shape[-1]
+            if isinstance(assistant, MirasolForConditionalGeneration):
+                width = assistant.config.text_config.cross_attention_hidden_size
+            if width != media_latents.shape[-1]:
+                raise ValueError(
+                    f"assistant_model cross-attends to media latents of width {width}, but this model's are "
+                    f"{media_latents.shape[-1]} wide: the assistant reads this model's media latents, so its "
+                    "latent_config.hidden_size must be the same"
+                )
         defaults = generation_config if generation_config is not None else self.generation_config
-        record_cross_attentions = kwargs.get("return_dict_in_generate", defaults.return_dict_in_generate) and kwargs.get(
-            "output_attentions", defaults.output_attentions
-        )
+        record_cross_attentions = kwargs.get(
+            "return_dict_in_generate", defaults.return_dict_in_generate
+        ) and kwargs.get("output_attentions", defaults.output_attentions)
         if not record_cross_attentions:
             return super().generate(inputs, generation_config, **kwargs)
         # GenerationMixin keeps cross-attentions for encoder-decoder models only: take them from each forward.
@@ -741,7 +760,9 @@ class MirasolForConditionalGeneration(MirasolPreTrainedModel, GenerationMixin):
         if not isinstance(output, ModelOutput):
             return output
         # Steps generate() dropped (a deferred stop) drop here too; the assistant's forwards are not hooked.
-        steps = tuple(steps[: len(output.attentions)])
+        if output.attentions is not None:
+            steps = steps[: len(output.attentions)]
+        steps = tuple(steps)
         output_class = (
             MirasolGenerateBeamOutput if isinstance(output, GenerateBeamDecoderOnlyOutput) else MirasolGenerateOutput
         )
