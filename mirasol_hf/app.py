@@ -283,7 +283,10 @@ def ask(video, questions_text: str, model: str):
         result = answer_video(answerer, video, questions)
     except ValueError as error:  # the processor's MediaError names the file and what is wrong with it
         return f"**Could not use this video:** {html.escape(str(error))}", "", None
-    status = f"Answered {len(questions)} question(s) about {len(result.clip.frames)} frames in {len(result.chunk_windows)} chunks."
+    status = (
+        f"Answered {len(questions)} question(s) about {len(result.clip.frames)} frames "
+        f"in {len(result.chunk_windows)} chunks."
+    )
     return status, answers_html(result), chunk_picture(result)
 
 
@@ -360,7 +363,9 @@ def launch(demo, host: str = "127.0.0.1", port: int = 7860, **launch_kwargs):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="checkpoint folder or Hub id (default: the shipped model)")
+    parser.add_argument(
+        "--model", default=DEFAULT_MODEL, help="checkpoint folder or Hub id (default: the shipped model)"
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0 for every interface)")
     parser.add_argument("--port", type=int, default=7860)
     args = parser.parse_args(argv)

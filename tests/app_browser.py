@@ -180,8 +180,8 @@ def _wait(driver, condition, timeout: float, what: str):
 def ask_in_page(driver, url: str, video, questions: list[str], screenshot=None) -> dict:
     """Open the app (afresh), upload `video`, type `questions` one per line, press Answer and read the page.
 
-    Returns `{"answers": [...], "status": str, "chunk_picture": PIL image or None, "page_text": str}`; saves a
-    screenshot of the whole page to `screenshot` when given.
+    Returns `{"answers": [...], "attention": ["37%", ...] (the table's cells, row by row), "status": str,
+    "chunk_picture": PIL image or None, "page_text": str}`; saves a screenshot of the whole page to `screenshot`.
     """
     from PIL import Image
     from selenium.webdriver.common.by import By
@@ -203,6 +203,7 @@ def ask_in_page(driver, url: str, video, questions: list[str], screenshot=None) 
 
     _wait(driver, finished, ANSWER_TIMEOUT, "the answers")
     answers = [cell.text for cell in driver.find_elements(By.CSS_SELECTOR, "#answers td.answer")]
+    attention = [cell.text for cell in driver.find_elements(By.CSS_SELECTOR, "#answers td.attention")]
     picture = None
     if answers:
         _wait(driver, lambda d: d.execute_script(
@@ -224,6 +225,7 @@ def ask_in_page(driver, url: str, video, questions: list[str], screenshot=None) 
         Path(screenshot).write_bytes(base64.b64decode(shot["data"]))
     return {
         "answers": answers,
+        "attention": attention,
         "status": driver.find_element(By.ID, "status").text,
         "chunk_picture": picture,
         "page_text": driver.find_element(By.TAG_NAME, "body").text,

@@ -11,7 +11,14 @@ import torch
 from PIL import Image
 from transformers import pipeline
 
-from app_browser import AppServer, answer_sample_in_page, ask_in_page, browser_missing_reason, open_browser, outside_requests
+from app_browser import (
+    AppServer,
+    answer_sample_in_page,
+    ask_in_page,
+    browser_missing_reason,
+    open_browser,
+    outside_requests,
+)
 from mirasol_hf import DEFAULT_MODEL
 from mirasol_hf import app
 from mirasol_hf.synthetic import generate_clip, write_mp4
@@ -37,7 +44,8 @@ def test_app_in_a_browser_answers_like_the_pipeline_and_shows_bad_uploads(tmp_pa
 
     with AppServer(DEFAULT_MODEL, tmp_path) as server:
         # While the app starts: what the pipeline answers, and the picture the app should send for them.
-        expected_answers = [reply["answer"] for reply in answerer(str(video), questions, max_new_tokens=app.MAX_NEW_TOKENS)]
+        replies = answerer(str(video), questions, max_new_tokens=app.MAX_NEW_TOKENS)
+        expected_answers = [reply["answer"] for reply in replies]
         expected = app.answer_video(answerer, str(video), questions)
         with pytest.raises(ValueError) as processor_error:
             answerer.processor.read_video(str(broken))
@@ -56,8 +64,7 @@ def test_app_in_a_browser_answers_like_the_pipeline_and_shows_bad_uploads(tmp_pa
     assert picture.shape == np.asarray(app.chunk_picture(expected)).shape
     assert np.array_equal(picture, np.asarray(app.chunk_picture(expected)))
     # The percentages in the table are the attention shares, rounded.
-    shown = [int(value) for value in re.findall(r"(\d+)%", page["page_text"].split("question\tanswer")[-1])]
-    assert shown[: expected.chunk_attention.size] == [round(100 * float(s)) for s in expected.chunk_attention.ravel()]
+    assert page["attention"] == [f"{100 * share:.0f}%" for share in expected.chunk_attention.ravel()]
     assert (tmp_path / "app.png").stat().st_size > 10_000
 
     # A file that is not a video: the processor's own message on the page (the uploaded copy has another folder).
@@ -88,7 +95,8 @@ def test_answer_video_encodes_once_and_matches_the_pipeline(tmp_path, answerer, 
     result = app.answer_video(answerer, video, questions)
 
     assert len(calls) == 1
-    assert result.answers == [reply["answer"] for reply in answerer(video, questions, max_new_tokens=app.MAX_NEW_TOKENS)]
+    replies = answerer(video, questions, max_new_tokens=app.MAX_NEW_TOKENS)
+    assert result.answers == [reply["answer"] for reply in replies]
     num_chunks = answerer.processor.num_chunks
     assert result.chunk_attention.shape == (len(questions), num_chunks)
     np.testing.assert_allclose(result.chunk_attention.sum(-1), 1.0, atol=1e-5)
@@ -118,7 +126,8 @@ def test_chunk_attention_averages_the_answer_steps_per_chunk():
     steps = [(attention(prompt_length), attention(prompt_length))] + [(attention(1), attention(1)) for _ in range(2)]
     # question 0 wrote two tokens then eos (3 steps); question 1 ended at once (eos first: 1 step)
     sequences = torch.tensor([[1] * prompt_length + [4, 5, eos], [1] * prompt_length + [eos, eos, eos]])
-    shares = app.chunk_attention({"cross_attentions": tuple(steps), "sequences": sequences}, prompt_length, eos, num_chunks)
+    generated = {"cross_attentions": tuple(steps), "sequences": sequences}
+    shares = app.chunk_attention(generated, prompt_length, eos, num_chunks)
 
     def expected(row, used_steps):
         total = torch.zeros(num_chunks)
@@ -148,7 +157,8 @@ def test_space_files_install_what_the_package_needs():
     arguments = {keyword.arg: ast.literal_eval(keyword.value) for keyword in setup_call.keywords
                  if keyword.arg in ("install_requires", "extras_require")}
     name = re.compile(r"^[A-Za-z0-9_.-]+")
-    required = {name.match(line).group().lower() for line in arguments["install_requires"] + arguments["extras_require"]["app"]}
+    requirements = arguments["install_requires"] + arguments["extras_require"]["app"]
+    required = {name.match(line).group().lower() for line in requirements}
     space_lines = (ROOT / "examples/app/requirements.txt").read_text().splitlines()
     listed = {name.match(line).group().lower() for line in space_lines if line and not line.startswith(("#", "-"))}
     assert required - {"gradio"} <= listed  # gradio comes from the Space's sdk_version

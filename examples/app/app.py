@@ -14,4 +14,5 @@ demo = build_demo(os.environ.get("MIRASOL_MODEL", DEFAULT_MODEL))
 
 if __name__ == "__main__":
     # A Space serves on 0.0.0.0:7860 and sets GRADIO_SERVER_NAME; locally the app stays on 127.0.0.1.
-    launch(demo, host=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"), port=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
+    host = os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")
+    launch(demo, host=host, port=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
