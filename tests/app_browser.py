@@ -37,6 +37,9 @@ CHROMIUM_FLAGS = (
     "--disable-component-update",
     "--disable-sync",
     "--window-size=1400,1000",
+    # A fake camera and microphone (a test pattern and a beep), allowed without asking: the webcam recording path.
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
 )
 STARTUP_TIMEOUT = 180  # seconds for the app to import torch, transformers and gradio on a busy machine
 ANSWER_TIMEOUT = 120
@@ -229,6 +232,35 @@ def ask_in_page(driver, url: str, video, questions: list[str], screenshot=None) 
         "status": driver.find_element(By.ID, "status").text,
         "chunk_picture": picture,
         "page_text": driver.find_element(By.TAG_NAME, "body").text,
+    }
+
+
+def record_in_page(driver, url: str, seconds: float, questions: list[str]) -> dict:
+    """Open the app, record `seconds` from the (fake) webcam, ask `questions`; returns the answers and the path of the
+    recording the app received (the file the page plays, in the app's upload folder)."""
+    from selenium.webdriver.common.by import By
+
+    driver.get(url)
+    _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#video button[aria-label='Capture from camera']"), 60,
+          "the camera source")
+    driver.find_element(By.CSS_SELECTOR, "#video button[aria-label='Capture from camera']").click()
+    access = "//*[@id='video']//button[contains(., 'Access Webcam')]"
+    _wait(driver, lambda d: d.find_elements(By.XPATH, access), 30, "the webcam button")
+    driver.find_element(By.XPATH, access).click()
+    _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#video button.capture-button"), 30, "the record button")
+    driver.find_element(By.CSS_SELECTOR, "#video button.capture-button").click()
+    time.sleep(seconds)
+    driver.find_element(By.CSS_SELECTOR, "#video button.capture-button").click()
+    _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#video video[src*='file=']"), 30, "the recording")
+    source = driver.find_element(By.CSS_SELECTOR, "#video video").get_attribute("src")
+    driver.find_element(By.CSS_SELECTOR, "#questions textarea").send_keys("\n".join(questions))
+    driver.find_element(By.ID, "ask").click()
+    _wait(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#answers td.answer")) == len(questions),
+          ANSWER_TIMEOUT, "the recording's answers")
+    return {
+        "recording": urllib.parse.unquote(source.split("file=", 1)[1]),
+        "answers": [cell.text for cell in driver.find_elements(By.CSS_SELECTOR, "#answers td.answer")],
+        "status": driver.find_element(By.ID, "status").text,
     }
 
 

@@ -18,6 +18,7 @@ from app_browser import (
     browser_missing_reason,
     open_browser,
     outside_requests,
+    record_in_page,
 )
 from mirasol_hf import DEFAULT_MODEL
 from mirasol_hf import app
@@ -25,6 +26,7 @@ from mirasol_hf.synthetic import generate_clip, write_mp4
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIP_SEED = 11
+RECORD_SECONDS = 2.0
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +34,7 @@ def answerer():
     return pipeline("video-question-answering", model=DEFAULT_MODEL)
 
 
-def test_app_in_a_browser_answers_like_the_pipeline_and_shows_bad_uploads(tmp_path, answerer):
+def test_app_in_a_browser_answers_uploads_and_recordings_like_the_pipeline_and_shows_bad_uploads(tmp_path, answerer):
     reason = browser_missing_reason()
     if reason:
         pytest.skip(f"no browser to drive: {reason}")
@@ -54,6 +56,7 @@ def test_app_in_a_browser_answers_like_the_pipeline_and_shows_bad_uploads(tmp_pa
             page = ask_in_page(driver, server.url, video, questions, screenshot=tmp_path / "app.png")
             bad_page = ask_in_page(driver, server.url, broken, questions[:1])
             sample_page = answer_sample_in_page(driver, server.url)
+            recorded_page = record_in_page(driver, server.url, RECORD_SECONDS, questions[:1])
             browser_outside = outside_requests(driver)
         app_outside = server.network_attempts()
 
@@ -79,6 +82,12 @@ def test_app_in_a_browser_answers_like_the_pipeline_and_shows_bad_uploads(tmp_pa
     assert sample_page["questions"] == sample_questions and len(sample_questions) == 5
     sample_answers = answerer(sample_video, sample_questions, max_new_tokens=app.MAX_NEW_TOKENS)
     assert sample_page["answers"] == [reply["answer"] for reply in sample_answers]
+
+    # A webcam recording (Chromium's fake camera and microphone) is answered as the pipeline answers that file.
+    assert Path(recorded_page["recording"]).is_file() and recorded_page["recording"].endswith(".webm")
+    assert recorded_page["status"].startswith("Answered 1 question"), recorded_page["status"]
+    recorded_answers = answerer(recorded_page["recording"], questions[:1], max_new_tokens=app.MAX_NEW_TOKENS)
+    assert recorded_page["answers"] == [reply["answer"] for reply in recorded_answers]
 
     assert browser_outside == [], "the page asked for something outside this machine"
     assert app_outside == [], "the app tried to reach the network"
