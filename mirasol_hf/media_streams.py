@@ -1,0 +1,90 @@
+"""Opening the input, choosing its video stream, and the demux pass that indexes the packets."""
+
+import io
+import os
+
+import av
+
+from .media_errors import MediaError, logger
+from .media_timeline import _VideoIndex
+
+
+class _Source:
+    """The input file, opened once per decoding thread (a demuxer is not thread-safe)."""
+
+    def __init__(self, source):
+        if isinstance(source, (str, os.PathLike)):
+            self.name = os.fspath(source)
+            if not os.path.exists(self.name):
+                raise MediaError(f"{self.name}: file not found")
+            if not os.path.isfile(self.name):
+                raise MediaError(f"{self.name}: not a regular file")
+            if os.path.getsize(self.name) == 0:
+                raise MediaError(f"{self.name}: file is empty")
+            self.source, self.is_path = self.name, True
+        elif hasattr(source, "read"):
+            self.name = str(getattr(source, "name", f"<{type(source).__name__}>"))
+            # Streams that cannot seek are buffered: the video is decoded after a first pass over the file.
+            seekable = hasattr(source, "seekable") and source.seekable()
+            self.source, self.is_path = (source if seekable else io.BytesIO(source.read())), False
+        else:
+            raise MediaError(f"cannot read media from a {type(source).__name__}: expected a path or a file object")
+        self.containers = []
+
+    def open(self):
+        """A new container on the input; a file object is rewound, so only one may be in use at a time."""
+        if not self.is_path:
+            self.source.seek(0)
+        try:
+            container = av.open(self.source, mode="r", metadata_errors="ignore")
+        except (av.FFmpegError, OSError, EOFError) as error:
+            raise MediaError(
+                f"{self.name}: not a readable media container (truncated, corrupted, or not audio/video): {error}"
+            ) from error
+        self.containers.append(container)
+        return container
+
+    def close(self):
+        for container in self.containers:
+            container.close()
+
+
+def _pick_video_stream(container, name: str):
+    # Cover art in audio files (.m4a, .mp3) is a one-picture "video" stream flagged attached_pic: not a video.
+    candidates = [
+        stream for stream in container.streams.video if not stream.disposition & av.stream.Disposition.attached_pic
+    ]
+    if not candidates:
+        raise MediaError(f"{name}: no video stream (audio-only or not a video file)")
+    best = container.streams.best("video")
+    return best if best in candidates else candidates[0]
+
+
+def _demux_pass(container, video_stream, audio_stream, name: str):
+    """Index every video packet and collect the audio packets: the one full read of the file."""
+    index = _VideoIndex(pts=[], dts=[], keyframe=[], discard=[], duration=[])
+    audio_packets = [] if audio_stream is not None else None
+    streams = [video_stream] + ([audio_stream] if audio_stream is not None else [])
+    errors = 0
+    packets = container.demux(streams)
+    while True:
+        try:
+            packet = next(packets)
+        except StopIteration:
+            break
+        except av.FFmpegError as error:
+            # A damaged tail: keep what was read before it.
+            logger.warning("%s: demuxing stopped early: %s", name, error)
+            errors += 1
+            break
+        if packet.size == 0:
+            continue  # the demuxer's end-of-stream markers
+        if packet.stream is video_stream:
+            index.pts.append(packet.pts)
+            index.dts.append(packet.dts)
+            index.keyframe.append(packet.is_keyframe)
+            index.discard.append(packet.is_discard)
+            index.duration.append(packet.duration)
+        else:
+            audio_packets.append(packet)  # compressed audio is small: ~1 MB per minute at 128 kbit/s
+    return index, audio_packets, errors
