@@ -9,6 +9,10 @@ from .media_streams import _Source
 from .media_timeline import _Timeline, _VideoIndex
 
 
+class _OutputOrderMismatch(Exception):
+    """The decoder output frames in another order than their timestamps say: they cannot identify frames."""
+
+
 def _decode_exact(container, video_stream, index: _VideoIndex, timeline: _Timeline, ranks, convert, media: _Source):
     """Decode the frames of presentation ranks `ranks` exactly, starting from the keyframes before them."""
     codec = video_stream.codec_context
@@ -24,12 +28,18 @@ def _decode_exact(container, video_stream, index: _VideoIndex, timeline: _Timeli
     for k in range(len(starts) - 2, -1, -1):
         starts[k] = min(starts[k], starts[k + 1])
 
-    decoded, errors = {}, 0
+    decoded, errors, last_output = {}, 0, [-1]  # last_output: rank of the segment's last output frame
 
     def feed(packet) -> int:
         try:
             for frame in codec.decode(packet):
+                if frame.pts is None:
+                    raise _OutputOrderMismatch("the decoder outputs frames without timestamps")
                 rank = rank_of_pts.get(frame.pts)
+                if rank is not None:
+                    if rank <= last_output[0]:
+                        raise _OutputOrderMismatch("the decoder outputs frames out of their timestamps' order")
+                    last_output[0] = rank
                 if rank in wanted_ranks and rank not in decoded:
                     decoded[rank] = convert(frame)
         except av.EOFError:
@@ -47,9 +57,10 @@ def _decode_exact(container, video_stream, index: _VideoIndex, timeline: _Timeli
                 if any(order[rank] <= position and rank not in decoded for rank in wanted_ranks):
                     errors += feed(None)
                 codec.flush_buffers()
+            last_output[0] = -1
             packets, landed = _seek_to(container, video_stream, index, starts[k], decode_of_pts)
             if packets is None:  # the demuxer cannot land before the keyframe: decode from the start
-                return _decode_sequential(container, video_stream, ranks, convert, media, rank_of_pts=rank_of_pts)
+                return _decode_sequential(video_stream, ranks, convert, media, rank_of_pts=rank_of_pts)
             position, segment_start = landed - 1, starts[k]
         try:
             packet = next(packets)

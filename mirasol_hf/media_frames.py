@@ -19,6 +19,7 @@ RIGHT_ANGLE = 90
 def _frame_converter(video_stream, size, interpolation, max_frame_pixels: int, name: str, thread_type) -> Callable:
     """Frame -> upright `(H, W, 3)` uint8 RGB, `size` = (width, height) after turning upright, or the stream's."""
     scaler_threads = 1 if thread_type is None else 0  # 0: FFmpeg picks the count
+    warned_rotations = set()
 
     def convert(frame: "av.VideoFrame") -> np.ndarray:
         # The header's size was checked before decoding; this catches streams that grow or did not declare one.
@@ -28,7 +29,9 @@ def _frame_converter(video_stream, size, interpolation, max_frame_pixels: int, n
             )
         rotation = frame.rotation or 0
         if rotation % RIGHT_ANGLE:
-            logger.warning("display rotation of %s degrees is not a multiple of 90: ignored", rotation)
+            if rotation not in warned_rotations:  # once per file, not once per frame
+                warned_rotations.add(rotation)
+                logger.warning("%s: display rotation of %s degrees is not a multiple of 90: ignored", name, rotation)
             rotation = 0
         quarter_turns = (rotation // RIGHT_ANGLE) % 4
         if size is None:

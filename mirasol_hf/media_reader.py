@@ -12,12 +12,12 @@ from .media_arrays import media_from_arrays
 from .media_audio import _decode_audio
 from .media_clip import DEFAULT_SAMPLING_RATE, MediaClip
 from .media_errors import MediaError, logger
-from .media_exact import _decode_exact
+from .media_exact import _decode_exact, _OutputOrderMismatch
 from .media_frames import DEFAULT_INTERPOLATION, DEFAULT_MAX_FRAME_PIXELS, _frame_converter, _gather, _reporting
 from .media_sampling import _nearest_keyframe_ranks, _split_by_keyframes, sample_frame_indices
 from .media_sequential import _decode_sequential
-from .media_streams import _demux_pass, _pick_video_stream, _Source
-from .media_timeline import _Timeline
+from .media_streams import _demux_pass, _pick_audio_stream, _pick_video_stream, _set_threading, _Source
+from .media_timeline import _Timeline, _VideoIndex
 
 
 # FFmpeg's own threads inside one decoder or scaler: off by default, see read_media's `thread_type`.
@@ -134,8 +134,7 @@ def read_media(
         num_threads = min(os.cpu_count() or 1, DEFAULT_MAX_THREADS)
     media = _Source(source)
     try:
-        return _read(
-            media,
+        options = dict(
             num_frames=num_frames,
             fps=fps,
             start_time=start_time,
@@ -150,8 +149,21 @@ def read_media(
             interpolation=interpolation,
             progress=progress,
         )
+        try:
+            return _read(media, **options)
+        except _OutputOrderMismatch as mismatch:
+            # Found only while decoding: read again, counting frames in the order the decoder outputs them.
+            return _read(media, **options, untrusted=str(mismatch))
+    except MediaError:
+        raise
     except av.FFmpegError as error:
         raise MediaError(f"{media.name}: FFmpeg could not read the file: {error}") from error
+    except ValueError as error:  # an argument that does not fit this file (e.g. a range without frames)
+        raise MediaError(f"{media.name}: {error}") from error
+    except Exception as error:
+        # Damaged files reach PyAV states it does not guard against (None codec contexts, odd frame layouts):
+        # one bad file is one clear error, never a traceback from deep inside the decoder.
+        raise MediaError(f"{media.name}: could not be read ({type(error).__name__}: {error})") from error
     finally:
         media.close()
 
@@ -172,6 +184,7 @@ def _read(
     thread_type,
     interpolation,
     progress=None,
+    untrusted: str | None = None,
 ) -> MediaClip:
     container = media.open()
     video_stream = _pick_video_stream(container, media.name)
@@ -181,19 +194,21 @@ def _read(
             f"{media.name}: frames are {coded_width}x{coded_height} = {coded_width * coded_height} pixels, "
             f"above max_frame_pixels={max_frame_pixels}"
         )
-    audio_stream = container.streams.best("audio") if read_audio else None
+    audio_stream = _pick_audio_stream(container, media.name) if read_audio else None
 
     index, audio_packets, demux_errors = _demux_pass(container, video_stream, audio_stream, media.name)
     if all(index.discard):  # also true of no packets at all
         raise MediaError(f"{media.name}: the video stream holds no frames")
-    if video_stream.frames and video_stream.frames > len(index.pts):
+    if _is_truncated(index, video_stream):
         logger.warning(
             "%s: the header lists %d video frames, only %d are present: the file is truncated",
             media.name,
             video_stream.frames,
             len(index.pts),
         )
-    timeline = _Timeline.from_index(index, video_stream)
+    timeline = _Timeline.from_index(index, video_stream, container.format.name, untrusted)
+    if not timeline.has_timestamps:
+        logger.warning("%s: %s; decoding every frame in order (exact, slower)", media.name, timeline.untrusted)
     ranks = sample_frame_indices(
         timeline.times,
         timeline.end_time,
@@ -217,19 +232,22 @@ def _read(
         parts = _split_by_keyframes(index, timeline, ranks, num_threads)
 
     def decode_part(part_index: int):
+        if not timeline.has_timestamps:
+            return _decode_sequential(video_stream, parts[part_index], convert, media, thread_type)
         part_container = media.open() if parallel else container
-        stream = part_container.streams.video[video_stream.index]
+        stream = part_container.streams[video_stream.index]  # index among all streams
         _set_threading(stream, thread_type)
         for other in part_container.streams:
             if other.index != video_stream.index:
                 other.discard = av.stream.Discard.all  # the demuxer then skips their packets entirely
-        if timeline.has_timestamps:
-            return _decode_exact(part_container, stream, index, timeline, parts[part_index], convert, media)
-        return _decode_sequential(part_container, stream, parts[part_index], convert, media)
+        return _decode_exact(part_container, stream, index, timeline, parts[part_index], convert, media)
 
     tasks = [lambda part_index=part_index: decode_part(part_index) for part_index in range(len(parts))]
     if audio_packets is not None:
-        tasks.append(lambda: _decode_audio(audio_stream, audio_packets, sampling_rate))
+        # Only the audio under the sampled frames' chunks is decoded: from the first sampled frame to the range end.
+        stop = timeline.end_time if end_time is None else min(timeline.end_time, float(end_time))
+        window = (timeline.origin_seconds + float(timeline.times[ranks].min()), timeline.origin_seconds + stop)
+        tasks.append(lambda: _decode_audio(audio_stream, audio_packets, sampling_rate, window, media.name))
     results = _run_tasks(tasks, parallel)
 
     decoded, errors = {}, demux_errors
@@ -260,11 +278,17 @@ def _read(
     )
 
 
-def _set_threading(video_stream, thread_type: str | None):
-    if thread_type is None:
-        video_stream.thread_count = 1
-    else:
-        video_stream.thread_type, video_stream.thread_count = thread_type, 0  # 0: FFmpeg picks the count
+def _is_truncated(index: _VideoIndex, video_stream) -> bool:
+    """Whether fewer video frames are present than the header lists, and they also end before its duration."""
+    if not video_stream.frames or video_stream.frames <= len(index.pts) + index.empty_packets:
+        return False
+    if not video_stream.duration or not video_stream.time_base:
+        return True
+    # AVI headers count null frames; the packets present still reach the stream's end then.
+    ends = [pts + (duration or 0) for pts, duration in zip(index.pts, index.duration) if pts is not None]
+    start = video_stream.start_time or 0
+    frame_ticks = video_stream.duration / video_stream.frames
+    return not ends or max(ends) < start + video_stream.duration - 2 * frame_ticks
 
 
 def _run_tasks(tasks: list[Callable], parallel: bool) -> list:

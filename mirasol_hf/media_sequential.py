@@ -2,19 +2,23 @@
 
 import av
 
-from .media_streams import _Source
+from .media_streams import _set_threading, _Source
 
 
-def _decode_sequential(container, video_stream, ranks, convert, media: _Source, rank_of_pts: dict | None = None):
-    """Decode every frame from the start, as the reference loop does: for streams without timestamps or index."""
-    try:
-        container.seek(0, backward=True)
-        video_stream.codec_context.flush_buffers()
-    except av.FFmpegError:
-        thread_type, thread_count = video_stream.thread_type, video_stream.thread_count
-        container = media.open()
-        video_stream = container.streams.video[video_stream.index]
-        video_stream.thread_type, video_stream.thread_count = thread_type, thread_count
+def _decode_sequential(
+    video_stream, ranks, convert, media: _Source, thread_type: str | None = None, rank_of_pts: dict | None = None
+):
+    """Decode every frame from the start, as the reference loop does: for streams without trusted timestamps.
+
+    Frames are counted in the order the decoder outputs them, or found by `rank_of_pts` when given. The file is
+    opened again rather than sought to its start: raw streams come back from a seek with other timestamps.
+    """
+    container = media.open()
+    video_stream = container.streams[video_stream.index]  # index among all streams
+    _set_threading(video_stream, thread_type)
+    for other in container.streams:
+        if other.index != video_stream.index:
+            other.discard = av.stream.Discard.all
     codec = video_stream.codec_context
     codec.skip_frame = "DEFAULT"
     wanted = set(int(rank) for rank in ranks)

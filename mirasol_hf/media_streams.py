@@ -5,6 +5,7 @@ import os
 
 import av
 
+from .media_audio import audio_stream_problem
 from .media_errors import MediaError, logger
 from .media_timeline import _VideoIndex
 
@@ -50,14 +51,53 @@ class _Source:
 
 
 def _pick_video_stream(container, name: str):
+    """The video stream to read: FFmpeg's best among those that are not cover art and have a known codec."""
     # Cover art in audio files (.m4a, .mp3) is a one-picture "video" stream flagged attached_pic: not a video.
     candidates = [
         stream for stream in container.streams.video if not stream.disposition & av.stream.Disposition.attached_pic
     ]
     if not candidates:
         raise MediaError(f"{name}: no video stream (audio-only or not a video file)")
+    usable = [stream for stream in candidates if stream.codec_context is not None]
+    if not usable:
+        raise MediaError(f"{name}: unknown video codec (tag {candidates[0].codec_tag!r}): FFmpeg cannot decode it")
     best = container.streams.best("video")
-    return best if best in candidates else candidates[0]
+    chosen = best if best in usable else usable[0]
+    if len(candidates) > 1:
+        logger.info(
+            "%s: %d video streams; reading stream #%d (%s)", name, len(candidates), chosen.index, _describe(chosen)
+        )
+    return chosen
+
+
+def _pick_audio_stream(container, name: str):
+    """FFmpeg's best audio stream among those that can be decoded, or None (with a warning if some could not)."""
+    streams = list(container.streams.audio)
+    if not streams:
+        return None
+    problems = {stream.index: audio_stream_problem(stream) for stream in streams}
+    usable = [stream for stream in streams if problems[stream.index] is None]
+    if not usable:
+        logger.warning("%s: the audio track is not read: %s", name, problems[streams[0].index])
+        return None
+    best = container.streams.best("audio")
+    chosen = best if best in usable else usable[0]
+    if len(streams) > 1:
+        logger.info(
+            "%s: %d audio streams; reading stream #%d (%s)", name, len(streams), chosen.index, _describe(chosen)
+        )
+    return chosen
+
+
+def _describe(stream) -> str:
+    """Codec, size or channels, and language of a stream, for messages."""
+    codec = stream.codec_context
+    if stream.type == "video":
+        details = f"{codec.name} {codec.width}x{codec.height}"
+    else:
+        details = f"{codec.name} {codec.channels} channels {codec.sample_rate} Hz"
+    language = stream.metadata.get("language")
+    return f"{details}, language {language}" if language else details
 
 
 def _demux_pass(container, video_stream, audio_stream, name: str):
@@ -78,7 +118,8 @@ def _demux_pass(container, video_stream, audio_stream, name: str):
             errors += 1
             break
         if packet.size == 0:
-            continue  # the demuxer's end-of-stream markers
+            index.empty_packets += packet.stream is video_stream
+            continue
         if packet.stream is video_stream:
             index.pts.append(packet.pts)
             index.dts.append(packet.dts)
@@ -88,3 +129,10 @@ def _demux_pass(container, video_stream, audio_stream, name: str):
         else:
             audio_packets.append(packet)  # compressed audio is small: ~1 MB per minute at 128 kbit/s
     return index, audio_packets, errors
+
+
+def _set_threading(video_stream, thread_type: str | None):
+    if thread_type is None:
+        video_stream.thread_count = 1
+    else:
+        video_stream.thread_type, video_stream.thread_count = thread_type, 0  # 0: FFmpeg picks the count
