@@ -284,11 +284,12 @@ def _is_truncated(index: _VideoIndex, video_stream) -> bool:
         return False
     if not video_stream.duration or not video_stream.time_base:
         return True
-    # AVI headers count null frames; the packets present still reach the stream's end then.
-    ends = [pts + (duration or 0) for pts, duration in zip(index.pts, index.duration) if pts is not None]
-    start = video_stream.start_time or 0
-    frame_ticks = video_stream.duration / video_stream.frames
-    return not ends or max(ends) < start + video_stream.duration - 2 * frame_ticks
+    # AVI headers count null frames (and packets there last one tick): the frames present still reach the end.
+    pts = sorted(pts for pts in index.pts if pts is not None)
+    if not pts:
+        return True
+    step = max(float(np.median(np.diff(pts))) if len(pts) > 1 else 0.0, index.duration[-1] or 0)
+    return pts[-1] + step < (video_stream.start_time or 0) + video_stream.duration - 2 * step
 
 
 def _run_tasks(tasks: list[Callable], parallel: bool) -> list:

@@ -2,6 +2,7 @@
 
 import io
 import os
+import re
 
 import av
 
@@ -61,8 +62,9 @@ def _pick_video_stream(container, name: str):
     usable = [stream for stream in candidates if stream.codec_context is not None]
     if not usable:
         raise MediaError(f"{name}: unknown video codec (tag {candidates[0].codec_tag!r}): FFmpeg cannot decode it")
+    # As FFmpeg's command line picks: the largest picture, then the stream flagged default, then FFmpeg's best.
     best = container.streams.best("video")
-    chosen = best if best in usable else usable[0]
+    chosen = max(usable, key=lambda stream: (_area(stream), _is_default(stream), stream is best))
     if len(candidates) > 1:
         logger.info(
             "%s: %d video streams; reading stream #%d (%s)", name, len(candidates), chosen.index, _describe(chosen)
@@ -80,13 +82,34 @@ def _pick_audio_stream(container, name: str):
     if not usable:
         logger.warning("%s: the audio track is not read: %s", name, problems[streams[0].index])
         return None
+    # As FFmpeg's command line picks: the most channels, then the stream flagged default, then FFmpeg's best.
     best = container.streams.best("audio")
-    chosen = best if best in usable else usable[0]
+    chosen = max(usable, key=lambda stream: (stream.codec_context.channels, _is_default(stream), stream is best))
     if len(streams) > 1:
         logger.info(
             "%s: %d audio streams; reading stream #%d (%s)", name, len(streams), chosen.index, _describe(chosen)
         )
     return chosen
+
+
+# DivX / Xvid user data whose build string ends in "p": the encoder packed B-frames (what FFmpeg's decoder and its
+# mpeg4_unpack_bframes filter look for).
+PACKED_BFRAMES_USER_DATA = re.compile(rb"DivX\d+(?:b|Build)\d+p")
+
+
+def _has_packed_bframes(video_stream, first_packet: bytes) -> bool:
+    if video_stream.codec_context.name != "mpeg4":
+        return False
+    extradata = video_stream.codec_context.extradata or b""
+    return bool(PACKED_BFRAMES_USER_DATA.search(extradata) or PACKED_BFRAMES_USER_DATA.search(first_packet))
+
+
+def _area(stream) -> int:
+    return (stream.codec_context.width or 0) * (stream.codec_context.height or 0)
+
+
+def _is_default(stream) -> bool:
+    return bool(stream.disposition & av.stream.Disposition.default)
 
 
 def _describe(stream) -> str:
@@ -121,6 +144,8 @@ def _demux_pass(container, video_stream, audio_stream, name: str):
             index.empty_packets += packet.stream is video_stream
             continue
         if packet.stream is video_stream:
+            if not index.pts:
+                index.packed_bframes = _has_packed_bframes(video_stream, bytes(packet))
             index.pts.append(packet.pts)
             index.dts.append(packet.dts)
             index.keyframe.append(packet.is_keyframe)

@@ -17,6 +17,8 @@ class _VideoIndex:
     duration: list
     # Packets without data: end-of-stream markers, and AVI's null frames (repeats counted in the header).
     empty_packets: int = 0
+    # MPEG-4 with "packed B-frames" (DivX/Xvid in AVI): a B-frame rides in the packet of the frame after it.
+    packed_bframes: bool = False
 
     def decode_start(self, d: int, keyframes: list) -> int:
         """Decode index of the keyframe decoding must start from to output the frame of packet `d` exactly."""
@@ -83,6 +85,8 @@ def _untrusted_timestamps(index: _VideoIndex, video_stream, format_name: str, sh
         return "a raw elementary stream has no stored timestamps"
     if None in shown_pts or len(set(shown_pts)) != len(shown_pts):
         return "the video packets lack distinct timestamps"
+    if index.packed_bframes:
+        return "B-frames are packed into other frames' packets (DivX/Xvid)"
     # B-frames stored with pts == dts (no composition offsets): sorting the packets' pts gives decode order, not
     # the order the decoder outputs the frames in.
     reorders = bool(video_stream.codec_context.has_b_frames)
