@@ -13,7 +13,7 @@ frames), `media_exact` and `media_sequential` (decoding them), `media_frames` (t
 (`read_media`, `load_media`). Import from here.
 """
 
-from .media_arrays import MAX_AUDIO_CHANNELS, media_from_arrays
+from .media_arrays import MAX_AUDIO_CHANNELS, media_from_arrays, media_from_waveform
 from .media_audio import AUDIO_JITTER_SECONDS, RESAMPLE_BLOCK_SAMPLES
 from .media_clip import DEFAULT_SAMPLING_RATE, MediaClip, chunk_time_windows
 from .media_errors import MediaError
@@ -39,6 +39,7 @@ __all__ = [
     "chunk_time_windows",
     "load_media",
     "media_from_arrays",
+    "media_from_waveform",
     "read_media",
     "sample_frame_indices",
 ]

@@ -81,6 +81,24 @@ def media_from_arrays(
     )
 
 
+def media_from_waveform(
+    waveform, sampling_rate: int | None, target_sampling_rate: int = DEFAULT_SAMPLING_RATE, source: str = "<audio>"
+) -> MediaClip:
+    """A `MediaClip` of sound alone (no frames) from a `(S,)` or `(channels, S)` float waveform at `sampling_rate`."""
+    mono = _resample(_validate_waveform(waveform, sampling_rate, source), int(sampling_rate), target_sampling_rate)
+    if len(mono) == 0:
+        raise MediaError(f"{source}: the waveform is empty")
+    return MediaClip(
+        frames=np.zeros((0, 0, 0, 3), np.uint8),
+        frame_indices=np.zeros(0, np.int64),
+        frame_times=np.zeros(0),
+        end_time=len(mono) / target_sampling_rate,
+        waveform=mono,
+        sampling_rate=target_sampling_rate,
+        source=source,
+    )
+
+
 def _validate_waveform(waveform, sampling_rate, source: str) -> np.ndarray:
     if isinstance(waveform, torch.Tensor):
         waveform = waveform.detach().cpu().numpy()

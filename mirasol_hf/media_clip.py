@@ -13,7 +13,8 @@ class MediaClip:
     """Sampled frames of a clip and its audio, on one clock whose zero is the clip's first frame.
 
     Attributes:
-        frames: `(F, H, W, 3)` uint8 RGB, upright (display rotation applied).
+        frames: `(F, H, W, 3)` uint8 RGB, upright (display rotation applied); `F = 0` for sound alone (an
+            audio-only file or waveform), whose chunks then tile the audio's duration.
         frame_indices: `(F,)` index of each frame in presentation order over the whole clip.
         frame_times: `(F,)` presentation time of each frame in seconds.
         end_time: end of the sampled range in seconds (the clip's end unless `end_time` was asked).
@@ -36,8 +37,16 @@ class MediaClip:
     def num_frames(self) -> int:
         return len(self.frames)
 
+    @property
+    def has_video(self) -> bool:
+        return self.num_frames > 0
+
     def chunk_windows(self, num_chunks: int) -> np.ndarray:
-        """`(num_chunks, 2)` start and end times of each chunk of consecutive frames (see `chunk_time_windows`)."""
+        """`(num_chunks, 2)` start and end times of each chunk of consecutive frames (see `chunk_time_windows`);
+        for sound alone, `num_chunks` equal windows from the waveform's start to `end_time`."""
+        if not self.has_video:
+            edges = np.linspace(max(0.0, self.waveform_start_time), self.end_time, num_chunks + 1)
+            return np.stack([edges[:-1], edges[1:]], axis=1)  # (T, 2)
         return chunk_time_windows(self.frame_times, self.end_time, num_chunks)
 
 

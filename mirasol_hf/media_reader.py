@@ -16,7 +16,14 @@ from .media_exact import _decode_exact, _OutputOrderMismatch
 from .media_frames import DEFAULT_INTERPOLATION, DEFAULT_MAX_FRAME_PIXELS, _frame_converter, _gather, _reporting
 from .media_sampling import _nearest_keyframe_ranks, _split_by_keyframes, sample_frame_indices
 from .media_sequential import _decode_sequential
-from .media_streams import _demux_pass, _pick_audio_stream, _pick_video_stream, _set_threading, _Source
+from .media_streams import (
+    _demux_pass,
+    _pick_audio_stream,
+    _pick_video_stream,
+    _set_threading,
+    _Source,
+    _video_candidates,
+)
 from .media_timeline import _Timeline, _VideoIndex
 
 
@@ -187,6 +194,8 @@ def _read(
     untrusted: str | None = None,
 ) -> MediaClip:
     container = media.open()
+    if not _video_candidates(container):
+        return _read_audio_only(container, media.name, start_time, end_time, read_audio, sampling_rate)
     video_stream = _pick_video_stream(container, media.name)
     coded_width, coded_height = video_stream.codec_context.width or 0, video_stream.codec_context.height or 0
     if coded_width * coded_height > max_frame_pixels:
@@ -275,6 +284,35 @@ def _read(
         sampling_rate=sampling_rate,
         waveform_start_time=float(waveform_start),
         source=media.name,
+    )
+
+
+def _read_audio_only(container, name: str, start_time, end_time, read_audio: bool, sampling_rate: int) -> MediaClip:
+    """A file without a video stream (wav, m4a, ogg, mkv with only audio): its sound over the range, no frames."""
+    audio_stream = _pick_audio_stream(container, name) if read_audio else None
+    if audio_stream is None:
+        raise MediaError(f"{name}: no video stream and no readable audio stream (not an audio or video file)")
+    packets = [packet for packet in container.demux(audio_stream) if packet.size]
+    time_base = float(audio_stream.time_base) if audio_stream.time_base else 0.0
+    origin = (audio_stream.start_time or 0) * time_base  # the clock's zero: the sound's start
+    start = 0.0 if start_time is None else float(start_time)
+    window = (origin + start, origin + (np.inf if end_time is None else float(end_time)))
+    waveform, audio_origin, errors = _decode_audio(audio_stream, packets, sampling_rate, window, name)
+    if errors:
+        logger.warning("%s: skipped %d damaged audio packets; the file is corrupted", name, errors)
+    if waveform is None or len(waveform) == 0:
+        raise MediaError(f"{name}: no video stream, and no audio between start_time={start_time} and end_time={end_time}")
+    waveform_start = audio_origin - origin
+    stop = waveform_start + len(waveform) / sampling_rate
+    return MediaClip(
+        frames=np.zeros((0, 0, 0, 3), np.uint8),
+        frame_indices=np.zeros(0, np.int64),
+        frame_times=np.zeros(0),
+        end_time=stop if end_time is None else min(stop, float(end_time)),
+        waveform=waveform,
+        sampling_rate=sampling_rate,
+        waveform_start_time=float(waveform_start),
+        source=name,
     )
 
 

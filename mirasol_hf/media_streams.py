@@ -51,12 +51,15 @@ class _Source:
             container.close()
 
 
+def _video_candidates(container) -> list:
+    """The video streams that are videos: cover art in audio files (.m4a, .mp3) is a one-picture "video" stream
+    flagged attached_pic."""
+    return [stream for stream in container.streams.video if not stream.disposition & av.stream.Disposition.attached_pic]
+
+
 def _pick_video_stream(container, name: str):
     """The video stream to read: FFmpeg's best among those that are not cover art and have a known codec."""
-    # Cover art in audio files (.m4a, .mp3) is a one-picture "video" stream flagged attached_pic: not a video.
-    candidates = [
-        stream for stream in container.streams.video if not stream.disposition & av.stream.Disposition.attached_pic
-    ]
+    candidates = _video_candidates(container)
     if not candidates:
         raise MediaError(f"{name}: no video stream (audio-only or not a video file)")
     usable = [stream for stream in candidates if stream.codec_context is not None]

@@ -17,9 +17,8 @@ from .media import (
     FRAME_SAMPLING_MODES,
     MediaClip,
     MediaError,
-    _resample,
-    _validate_waveform,
     load_media,
+    media_from_waveform,
     sample_frame_indices,
 )
 
@@ -80,22 +79,6 @@ def _select_frames(clip: MediaClip, indices) -> MediaClip:
     indices = np.asarray(indices)
     return dataclasses.replace(
         clip, frames=clip.frames[indices], frame_indices=clip.frame_indices[indices], frame_times=clip.frame_times[indices]
-    )
-
-
-def audio_clip(waveform, sampling_rate: int, target_sampling_rate: int, source: str = "<audio>") -> MediaClip:
-    """A `MediaClip` of sound alone: no frames, the mono waveform at `target_sampling_rate`, ending with the sound."""
-    mono = _resample(_validate_waveform(waveform, sampling_rate, source), int(sampling_rate), target_sampling_rate)
-    if len(mono) == 0:
-        raise MediaError(f"{source}: the audio is empty")
-    return MediaClip(
-        frames=np.zeros((0, 0, 0, 3), np.uint8),
-        frame_indices=np.zeros(0, np.int64),
-        frame_times=np.zeros(0),
-        end_time=len(mono) / target_sampling_rate,
-        waveform=mono,
-        sampling_rate=target_sampling_rate,
-        source=source,
     )
 
 
@@ -408,11 +391,13 @@ class MirasolProcessor(ProcessorMixin):
                 **read,
                 **read_options,
             )
-        if fps is not None and clip.num_frames:
+        if fps is not None and clip.has_video:
             # The fps frames, spread evenly over whole chunks (repeating some when they do not fill the last one).
             num_chunks = -(-clip.num_frames // per_chunk)
             clip = _select_frames(clip, np.arange(num_chunks * per_chunk) * clip.num_frames // (num_chunks * per_chunk))
-        if clip.num_frames % per_chunk or clip.frames.shape[1:3] != (self.image_size, self.image_size):
+        if clip.has_video and (
+            clip.num_frames % per_chunk or clip.frames.shape[1:3] != (self.image_size, self.image_size)
+        ):
             raise MediaError(
                 f"{clip.source}: got frames of shape {clip.frames.shape}, expected "
                 f"(a multiple of {per_chunk}, {self.image_size}, {self.image_size}, 3)"
@@ -426,8 +411,10 @@ class MirasolProcessor(ProcessorMixin):
             clip = load_media(audio.source, num_frames=1, sampling_rate=target_rate, max_frame_pixels=self.max_frame_pixels)
             if clip.waveform is None:
                 raise MediaError(f"{clip.source}: the file has no audio stream")
-            return audio_clip(clip.waveform, target_rate, target_rate, source=clip.source)
-        return audio_clip(audio.source, audio.sampling_rate or target_rate, target_rate)
+            # A video file given as `audio`: its sound only.
+            return clip if not clip.has_video else media_from_waveform(clip.waveform, target_rate, target_rate, clip.source)
+        rate = target_rate if audio.sampling_rate is None else audio.sampling_rate
+        return media_from_waveform(audio.source, rate, target_rate)
 
     def _process_media(self, media: list, videos_kwargs: dict) -> dict:
         read = {key: videos_kwargs.get(key) for key in ("num_frames", "fps", "start_time", "end_time", "frame_sampling")}
@@ -443,13 +430,10 @@ class MirasolProcessor(ProcessorMixin):
         video_chunk_mask = np.zeros((len(clips), num_chunks), dtype=bool)
         windows = []
         for i, (clip, count) in enumerate(zip(clips, clip_chunks)):
-            if clip.num_frames:
+            if clip.has_video:
                 frames[i, : clip.num_frames] = clip.frames
                 video_chunk_mask[i, :count] = True
-                clip_windows = clip.chunk_windows(count)
-            else:
-                edges = np.linspace(0.0, clip.end_time, count + 1)
-                clip_windows = np.stack([edges[:-1], edges[1:]], axis=1)  # (T, 2) tiling the sound
+            clip_windows = clip.chunk_windows(count)  # (T_i, 2); sound alone: equal windows tiling it
             # Padded chunks get empty windows at the clip's end: no audio falls in them.
             padding = np.full((num_chunks - count, 2), clip_windows[-1, 1])
             windows.append(np.concatenate([clip_windows, padding]))
