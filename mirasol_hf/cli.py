@@ -11,6 +11,7 @@ import argparse
 import json
 import re
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -83,13 +84,27 @@ def _check_model(model: str) -> None:
         raise UsageError(f"--model {model}: no such folder (and not a Hub id like 'user/model')")
 
 
-def _quiet() -> None:
-    from huggingface_hub.utils import disable_progress_bars
+@contextmanager
+def _quiet(enabled: bool):
+    """No progress bars or info logs from transformers and the Hub ("Loading weights", downloads) while inside."""
+    if not enabled:
+        yield
+        return
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
     from transformers.utils import logging
 
+    verbosity, bars, hub_bars_off = logging.get_verbosity(), logging.is_progress_bar_enabled(), are_progress_bars_disabled()
     logging.set_verbosity_error()
-    logging.disable_progress_bar()  # "Loading weights" and download bars
+    logging.disable_progress_bar()
     disable_progress_bars()
+    try:
+        yield
+    finally:
+        logging.set_verbosity(verbosity)
+        if bars:
+            logging.enable_progress_bar()
+        if not hub_bars_off:
+            enable_progress_bars()
 
 
 def run_answer(args: argparse.Namespace) -> int:
@@ -100,9 +115,11 @@ def run_answer(args: argparse.Namespace) -> int:
     if model_path is None:
         raise UsageError("no default model is shipped with this installation; pass --model PATH")
     _check_model(model_path)
-    if args.quiet:
-        _quiet()
+    with _quiet(args.quiet):
+        return _answer(args, video, model_path)
 
+
+def _answer(args: argparse.Namespace, video: str, model_path: str) -> int:
     from tqdm.auto import tqdm
     from transformers import pipeline
 
