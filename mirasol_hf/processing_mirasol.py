@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import logging
 import os
 from typing import NamedTuple
 
@@ -22,6 +23,8 @@ from .media import (
     sample_frame_indices,
 )
 
+
+logger = logging.getLogger(__name__)
 
 # Defaults follow MirasolConfig's; build from a model with `MirasolProcessor.from_model_config`.
 DEFAULT_NUM_CHUNKS = 4
@@ -447,6 +450,9 @@ class MirasolProcessor(ProcessorMixin):
             chunk_windows=windows,
             waveform_start_times=[clip.waveform_start_time for clip in clips],
         )
+        for clip, has_video, has_audio in zip(clips, video_chunk_mask.any(1), audio["audio_chunk_mask"].any(1)):
+            if not has_video and not has_audio:
+                logger.warning("%s: neither a frame nor any sound of it could be used: the model sees nothing", clip.source)
         return {
             "pixel_values_videos": pixel_values,
             # A video fills every chunk it has: short clips repeat frames evenly instead of leaving chunks empty.

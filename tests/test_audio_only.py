@@ -148,7 +148,7 @@ def test_a_file_without_video_or_audio_is_a_clear_error(tmp_path):
         read_media(path, num_frames=4)
 
 
-def test_unreadable_media_gets_a_sentence_not_an_empty_answer(tiny_checkpoint):
+def test_unreadable_media_gets_a_sentence_not_an_empty_answer(tiny_checkpoint, caplog):
     from transformers import pipeline
 
     from mirasol_hf.pipeline import UNREADABLE_ANSWER
@@ -160,3 +160,15 @@ def test_unreadable_media_gets_a_sentence_not_an_empty_answer(tiny_checkpoint):
     clip = pipe.processor.read_video({"audio": tone(1.0, 0.0), "sampling_rate": AUDIO_RATE})
     clip.waveform = None  # a sound track that decoded to nothing
     assert pipe(clip, "which sound was heard?", max_new_tokens=2) == {"answer": UNREADABLE_ANSWER}
+    assert "<audio>: neither a frame nor any sound" in caplog.text  # the processor says so too
+
+
+def test_chat_audio_block_is_read_as_sound_alone(model_and_processor, sounds):
+    _, processor = model_and_processor
+    content = [{"type": "audio", "path": str(sounds["sound.wav"])}, {"type": "text", "text": "which sound was heard?"}]
+    out = processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
+                                        tokenize=True, return_dict=True)
+    direct = processor(audio=str(sounds["sound.wav"]), text="which sound was heard?")
+    assert set(out.keys()) == set(direct.keys())
+    for key in direct:
+        assert torch.equal(out[key], direct[key]), key
