@@ -251,10 +251,10 @@ class MirasolProcessor(ProcessorMixin):
                 (`{"path", "start_time", "end_time"}`, `{"frames", "waveform", "sampling_rate", "fps"}`, or
                 `{"audio", "sampling_rate"}` for sound alone, as `audio=` below).
             text: a question or a list of them (one per video).
-            audio: sound without pictures, as Qwen2.5-Omni's processor takes it: a `(samples,)` float waveform (at
-                `sampling_rate`, default the feature extractor's) or an audio file, or a list with one per batch
-                item (None where the item's `videos` entry is a video). Audio-only items get all-False
-                `video_chunk_mask`; their chunks tile the sound's duration.
+            audio: sound, as Qwen2.5-Omni's processor takes it: a `(samples,)` float waveform (at `sampling_rate`,
+                default the feature extractor's) or an audio file, or a list with one per batch item (None: the
+                video's own track). Alone, an item gets all-False `video_chunk_mask` and chunks tiling the sound's
+                duration; beside a video it replaces the video's track, starting with its first frame.
             answers: answers for training; adds `labels`.
             kwargs: transformers' processor kwargs, flat or per modality (`text_kwargs`, `videos_kwargs`,
                 `audio_kwargs`): the tokenizer's (`padding`, `truncation`, `max_length`, `return_offsets_mapping`,
@@ -306,7 +306,8 @@ class MirasolProcessor(ProcessorMixin):
         return BatchFeature(data, tensor_type=return_tensors)
 
     def _media_list(self, videos, audio, sampling_rate) -> list:
-        """One input per batch item: a video, or `AudioInput` for sound alone."""
+        """One input per batch item: a video, `AudioInput` for sound alone, or (video, `AudioInput`) for a video
+        whose sound comes from elsewhere."""
         video_list = None if videos is None else self._video_list(videos)
         if audio is None:
             return video_list
@@ -320,15 +321,10 @@ class MirasolProcessor(ProcessorMixin):
             raise ValueError(f"got {len(video_list)} videos but {len(audio_list)} audio inputs")
         media = []
         for video, sound in zip(video_list, audio_list):
-            if video is not None and sound is not None:
-                raise ValueError(
-                    "an item has both a video and `audio`: the video's own audio track is used; give `audio` "
-                    "only for items without a video (None in `videos`), or pass the video as "
-                    "{'frames': ..., 'waveform': ..., 'sampling_rate': ...}"
-                )
             if video is None and sound is None:
                 raise ValueError("a batch item has neither a video nor audio")
-            media.append(video if sound is None else AudioInput(sound, sampling_rate))
+            sound = None if sound is None else AudioInput(sound, sampling_rate)
+            media.append(sound if video is None else video if sound is None else (video, sound))
         return media
 
     @staticmethod
@@ -421,7 +417,17 @@ class MirasolProcessor(ProcessorMixin):
 
     def _process_media(self, media: list, videos_kwargs: dict) -> dict:
         read = {key: videos_kwargs.get(key) for key in ("num_frames", "fps", "start_time", "end_time", "frame_sampling")}
-        clips = [self.read_video(item, **read) for item in media]
+        clips = []
+        for item in media:
+            if isinstance(item, tuple) and not isinstance(item, AudioInput):
+                # A video with a sound track of its own: the given audio replaces the video's, from its first frame.
+                video, sound = item
+                track = self._read_audio(sound)
+                clip = dataclasses.replace(self.read_video(video, **read), waveform=track.waveform,
+                                           waveform_start_time=track.waveform_start_time)
+            else:
+                clip = self.read_video(item, **read)
+            clips.append(clip)
         per_chunk = self.frames_per_chunk
         # Sound alone is cut into as many chunks as a video read with the same settings.
         audio_only_chunks = (read["num_frames"] or self.num_frames) // per_chunk

@@ -95,8 +95,7 @@ def test_audio_argument_takes_files_and_waveforms_and_matches_the_files(model_an
         )
     with pytest.raises(ValueError, match="sampling_rate"):
         processor(audio=waveform, sampling_rate=0)
-    with pytest.raises(ValueError, match="both a video and `audio`"):
-        processor(videos=str(sounds["sound.wav"]), audio=waveform)
+
 
 
 def test_a_batch_mixes_videos_and_sound_alone(model_and_processor, tmp_path):
@@ -108,6 +107,19 @@ def test_a_batch_mixes_videos_and_sound_alone(model_and_processor, tmp_path):
     assert out["audio_chunk_mask"].all()
     alone = processor(videos=str(video), text="what color was the square?")
     assert torch.equal(out["pixel_values_videos"][:1], alone["pixel_values_videos"])
+
+
+def test_audio_beside_a_video_replaces_its_sound_track(model_and_processor, tmp_path):
+    _, processor = model_and_processor
+    silent = write_video(tmp_path / "silent.mp4", seconds=SECONDS, fps=4, width=32, height=32, audio=None)
+    with_tone = write_video(tmp_path / "tone.mp4", seconds=SECONDS, fps=4, width=32, height=32, tone_start=TONE_START)
+    dubbed = processor(videos=str(silent), audio=tone(SECONDS, TONE_START), sampling_rate=AUDIO_RATE)
+    reference = processor(videos=str(with_tone))  # the same sound muxed into the file
+    assert torch.equal(dubbed["pixel_values_videos"], processor(videos=str(silent))["pixel_values_videos"])
+    assert dubbed["video_chunk_mask"].all() and torch.equal(dubbed["audio_chunk_mask"], reference["audio_chunk_mask"])
+    floor = SILENT_LOG_MEL
+    torch.testing.assert_close(dubbed["input_features"].clamp(min=floor), reference["input_features"].clamp(min=floor),
+                               atol=0.3, rtol=0)
 
 
 def test_model_reads_only_the_sound_when_there_is_no_video(model_and_processor):
