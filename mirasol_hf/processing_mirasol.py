@@ -417,24 +417,32 @@ class MirasolProcessor(ProcessorMixin):
 
     def _process_media(self, media: list, videos_kwargs: dict) -> dict:
         read = {key: videos_kwargs.get(key) for key in ("num_frames", "fps", "start_time", "end_time", "frame_sampling")}
+        decoded = self.decode_videos(media, **read)
+        return {"pixel_values_videos": self.normalize_frames(decoded.pop("frames")), **decoded}
+
+    def decode_videos(self, video_list: list, **read_options) -> dict:
+        """Videos (and sound, see `_media_list`) -> `frames` (B, F, S, S, 3) uint8, `video_chunk_mask`,
+        `input_features`, `audio_chunk_mask`: the media inputs before frame normalisation. `read_options` are
+        `read_video`'s (num_frames, fps, start_time, end_time, frame_sampling)."""
         clips = []
-        for item in media:
+        for item in video_list:
             if isinstance(item, tuple) and not isinstance(item, AudioInput):
                 # A video with a sound track of its own: the given audio replaces the video's, from its first frame.
                 video, sound = item
                 track = self._read_audio(sound)
-                clip = dataclasses.replace(self.read_video(video, **read), waveform=track.waveform,
+                clip = dataclasses.replace(self.read_video(video, **read_options), waveform=track.waveform,
                                            waveform_start_time=track.waveform_start_time)
             else:
-                clip = self.read_video(item, **read)
+                clip = self.read_video(item, **read_options)
             clips.append(clip)
         per_chunk = self.frames_per_chunk
         # Sound alone is cut into as many chunks as a video read with the same settings.
-        audio_only_chunks = (read["num_frames"] or self.num_frames) // per_chunk
+        audio_only_chunks = (read_options.get("num_frames") or self.num_frames) // per_chunk
         clip_chunks = [clip.num_frames // per_chunk or audio_only_chunks for clip in clips]
         num_chunks = max(clip_chunks)
         size = self.image_size
-        # Clips with fewer chunks (fps sampling of shorter videos, audio alone) are padded with empty chunks.
+        # Clips with fewer chunks (fps sampling of shorter videos, audio alone) are padded with empty chunks, which
+        # the model replaces with its learned "no video" embedding whatever their pixels.
         frames = np.zeros((len(clips), num_chunks * per_chunk, size, size, 3), np.uint8)  # (B, F, S, S, 3)
         video_chunk_mask = np.zeros((len(clips), num_chunks), dtype=bool)
         windows = []
@@ -446,11 +454,6 @@ class MirasolProcessor(ProcessorMixin):
             # Padded chunks get empty windows at the clip's end: no audio falls in them.
             padding = np.full((num_chunks - count, 2), clip_windows[-1, 1])
             windows.append(np.concatenate([clip_windows, padding]))
-        mean = np.asarray(self.image_mean, np.float32)
-        std = np.asarray(self.image_std, np.float32)
-        pixels = (frames.astype(np.float32) / PIXEL_MAX - mean) / std
-        pixels[~np.repeat(video_chunk_mask, per_chunk, axis=1)] = 0.0
-        pixel_values = np.ascontiguousarray(pixels.transpose(0, 1, 4, 2, 3))  # (B, F, S, S, 3) -> (B, F, 3, S, S)
         audio = self.feature_extractor(
             [clip.waveform for clip in clips],
             chunk_windows=windows,
@@ -460,12 +463,19 @@ class MirasolProcessor(ProcessorMixin):
             if not has_video and not has_audio:
                 logger.warning("%s: neither a frame nor any sound of it could be used: the model sees nothing", clip.source)
         return {
-            "pixel_values_videos": pixel_values,
+            "frames": frames,
             # A video fills every chunk it has: short clips repeat frames evenly instead of leaving chunks empty.
             "video_chunk_mask": video_chunk_mask,
             "input_features": audio["input_features"],
             "audio_chunk_mask": audio["audio_chunk_mask"],
         }
+
+    def normalize_frames(self, frames: np.ndarray) -> np.ndarray:
+        """uint8 frames (B, F, S, S, 3) -> the model's `pixel_values_videos` (B, F, 3, S, S) float32."""
+        mean = np.asarray(self.image_mean, np.float32)
+        std = np.asarray(self.image_std, np.float32)
+        pixels = (np.asarray(frames).astype(np.float32) / PIXEL_MAX - mean) / std
+        return np.ascontiguousarray(pixels.transpose(0, 1, 4, 2, 3))  # (B, F, S, S, 3) -> (B, F, 3, S, S)
 
     def _tokenize(self, prompts, answers, text_kwargs: dict) -> dict:
         """Token ids of the prompts (+ answers and their labels), through the tokenizer with `text_kwargs`."""
