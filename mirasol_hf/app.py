@@ -114,7 +114,7 @@ def answer_video(answerer, video, questions, max_new_tokens: int = MAX_NEW_TOKEN
     generate_kwargs = {"max_new_tokens": max_new_tokens, "return_dict_in_generate": True, "output_attentions": True}
     outputs = answerer.forward(model_inputs, generate_kwargs=generate_kwargs)
     generated = outputs["generated"]
-    answers = answerer.postprocess({"generated": generated["sequences"], "input_ids": outputs["input_ids"]})
+    answers = answerer.postprocess({**outputs, "generated": generated["sequences"]})
     media = model_inputs["media"]
     return VideoAnswers(
         questions=list(items[0].questions),

@@ -12,6 +12,8 @@ import math
 
 from transformers import PreTrainedConfig
 
+from .hub import without_remote_pipelines_when_installed
+
 
 def _check_heads(name: str, num_attention_heads: int, head_dim: int | None, hidden_size: int) -> int:
     """Returns the head size, checking it can be derived when not given."""
@@ -351,7 +353,7 @@ class MirasolConfig(PreTrainedConfig):
     model_card: dict | None = None
 
     def __post_init__(self, **kwargs):
-        super().__post_init__(**kwargs)
+        super().__post_init__(**without_remote_pipelines_when_installed(kwargs))
         # The text decoder's cross-attention reads the latent model's outputs.
         self.text_config.cross_attention_hidden_size = self.latent_config.hidden_size
         self.tie_word_embeddings = self.text_config.tie_word_embeddings

@@ -41,7 +41,7 @@ from .combiners import (
     build_combiner,
 )
 from .configuration_mirasol import MirasolConfig, num_video_tokens
-from .hub import AUTO_MAP, GENERIC_CARD_MARKER, MODEL_CARD, write_model_card, write_remote_code
+from .hub import AUTO_MAP, CUSTOM_PIPELINES, GENERIC_CARD_MARKER, MODEL_CARD, write_model_card, write_remote_code
 from .latent_model import MirasolLatentModel, MirasolLatentPredictor, latent_loss
 from .layers import MirasolEncoderLayer
 from .reconstruction import MirasolReconstructionDecoder, reconstruction_loss
@@ -204,9 +204,11 @@ class MirasolPreTrainedModel(PreTrainedModel):
                 sub_config._attn_implementation = implementation
 
     def save_pretrained(self, save_directory, *args, **kwargs):
-        """`PreTrainedModel.save_pretrained`, plus what sharing needs: the code files and an `auto_map` entry for
-        every Auto class (so `trust_remote_code=True` works without this package) and a model card."""
+        """`PreTrainedModel.save_pretrained`, plus what sharing needs: the code files, an `auto_map` entry for
+        every Auto class and a `custom_pipelines` entry (so `trust_remote_code=True` works without this package), and
+        a model card."""
         self.config.auto_map = {**AUTO_MAP, **(getattr(self.config, "auto_map", None) or {})}
+        self.config.custom_pipelines = {**CUSTOM_PIPELINES, **(getattr(self.config, "custom_pipelines", None) or {})}
         super().save_pretrained(save_directory, *args, **kwargs)
         if kwargs.get("is_main_process", True):
             write_remote_code(save_directory)
