@@ -298,10 +298,11 @@ CSS = """
 """
 
 
-def build_demo(model: str = DEFAULT_MODEL, sample_folder=None):
+def build_demo(model: str = DEFAULT_MODEL, sample_folder=None, model_choice: bool = True):
     """The Gradio app (a `gr.Blocks`) answering with `model` unless the page's model box says otherwise.
 
-    `sample_folder` is where the sample clip is written (a temporary folder by default).
+    `sample_folder` is where the sample clip is written (a temporary folder by default). `model_choice=False` hides
+    the model box (a public Space should not let visitors make it download any checkpoint).
     """
     import gradio as gr
 
@@ -330,6 +331,7 @@ def build_demo(model: str = DEFAULT_MODEL, sample_folder=None):
                 model_box = gr.Textbox(
                     label="Model: a checkpoint folder or Hub id ('default': the model shipped with mirasol-hf)",
                     value=model_label,
+                    visible=model_choice,
                     elem_id="model",
                 )
                 with gr.Row():
