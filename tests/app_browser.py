@@ -44,6 +44,8 @@ CHROMIUM_FLAGS = (
 STARTUP_TIMEOUT = 180  # seconds for the app to import torch, transformers and gradio on a busy machine
 ANSWER_TIMEOUT = 120
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+# How the app's status starts when it cannot answer (mirasol_hf/app.py's `ask`).
+REFUSALS = ("Could not", "Upload or record", "Write at least")
 
 # Runs the app in a child process; every connection or name lookup outside this machine is written to a log.
 SERVE_APP = r"""
@@ -175,9 +177,31 @@ def outside_requests(driver) -> list[str]:
 
 
 def _wait(driver, condition, timeout: float, what: str):
+    """`condition(driver)` once it is true; a timeout says what was awaited and what the page showed."""
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout, poll_frequency=0.2).until(condition, message=f"waiting for {what}")
+    try:
+        return WebDriverWait(driver, timeout, poll_frequency=0.2).until(condition)
+    except TimeoutException:
+        page = driver.find_element(By.TAG_NAME, "body").text
+        raise TimeoutError(f"waited {timeout} s for {what}; the page shows:\n{page}") from None
+
+
+def _press_answer(driver, num_questions: int) -> list[str]:
+    """Press Answer on a fresh page; the answers once the table has them (none when the status says why not)."""
+    from selenium.webdriver.common.by import By
+
+    driver.find_element(By.ID, "ask").click()
+
+    def finished(d):  # (while the app works, the status shows Gradio's progress text)
+        answers = d.find_elements(By.CSS_SELECTOR, "#answers td.answer")
+        status = d.find_element(By.ID, "status").text
+        return len(answers) == num_questions or status.startswith(REFUSALS)
+
+    _wait(driver, finished, ANSWER_TIMEOUT, "the answers")
+    return [cell.text for cell in driver.find_elements(By.CSS_SELECTOR, "#answers td.answer")]
 
 
 def ask_in_page(driver, url: str, video, questions: list[str], screenshot=None) -> dict:
@@ -192,20 +216,12 @@ def ask_in_page(driver, url: str, video, questions: list[str], screenshot=None) 
     driver.get(url)
     _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#video input[type=file]"), 60, "the upload box")
     driver.find_element(By.CSS_SELECTOR, "#video input[type=file]").send_keys(str(Path(video).resolve()))
-    _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#video video"), 60, "the uploaded video")
+    # The upload is done when the player plays the app's copy of the file (served from its upload folder).
+    _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#video video[src*='file=']"), 60, "the uploaded video")
     box = driver.find_element(By.CSS_SELECTOR, "#questions textarea")
     box.clear()
     box.send_keys("\n".join(questions))
-    status_before = driver.find_element(By.ID, "status").text
-    driver.find_element(By.ID, "ask").click()
-
-    def finished(d):
-        answers = d.find_elements(By.CSS_SELECTOR, "#answers td.answer")
-        status = d.find_element(By.ID, "status").text
-        return len(answers) == len(questions) or (status.startswith("Could not") and status != status_before)
-
-    _wait(driver, finished, ANSWER_TIMEOUT, "the answers")
-    answers = [cell.text for cell in driver.find_elements(By.CSS_SELECTOR, "#answers td.answer")]
+    answers = _press_answer(driver, len(questions))
     attention = [cell.text for cell in driver.find_elements(By.CSS_SELECTOR, "#answers td.attention")]
     picture = None
     if answers:
@@ -254,12 +270,9 @@ def record_in_page(driver, url: str, seconds: float, questions: list[str]) -> di
     _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#video video[src*='file=']"), 30, "the recording")
     source = driver.find_element(By.CSS_SELECTOR, "#video video").get_attribute("src")
     driver.find_element(By.CSS_SELECTOR, "#questions textarea").send_keys("\n".join(questions))
-    driver.find_element(By.ID, "ask").click()
-    _wait(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#answers td.answer")) == len(questions),
-          ANSWER_TIMEOUT, "the recording's answers")
     return {
         "recording": urllib.parse.unquote(source.split("file=", 1)[1]),
-        "answers": [cell.text for cell in driver.find_elements(By.CSS_SELECTOR, "#answers td.answer")],
+        "answers": _press_answer(driver, len(questions)),
         "status": driver.find_element(By.ID, "status").text,
     }
 
@@ -271,14 +284,10 @@ def answer_sample_in_page(driver, url: str) -> dict:
     driver.get(url)
     _wait(driver, lambda d: d.find_elements(By.ID, "sample"), 60, "the sample button")
     driver.find_element(By.ID, "sample").click()
-    _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#video video")
+    _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#video video[src*='file=']")
           and d.find_element(By.CSS_SELECTOR, "#questions textarea").get_attribute("value"), 60, "the sample clip")
     questions = driver.find_element(By.CSS_SELECTOR, "#questions textarea").get_attribute("value").splitlines()
-    driver.find_element(By.ID, "ask").click()
-    _wait(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#answers td.answer")) == len(questions),
-          ANSWER_TIMEOUT, "the sample's answers")
-    answers = [cell.text for cell in driver.find_elements(By.CSS_SELECTOR, "#answers td.answer")]
-    return {"questions": questions, "answers": answers}
+    return {"questions": questions, "answers": _press_answer(driver, len(questions))}
 
 
 def main():
