@@ -259,10 +259,12 @@ class MirasolProcessor(ProcessorMixin):
     def _process_videos(self, video_list: list) -> dict:
         clips = [self.read_video(video) for video in video_list]
         frames = np.stack([clip.frames for clip in clips])  # (B, F, S, S, 3) uint8
-        mean = np.asarray(self.image_mean, np.float32)
-        std = np.asarray(self.image_std, np.float32)
-        pixels = (frames.astype(np.float32) / PIXEL_MAX - mean) / std
-        pixel_values = np.ascontiguousarray(pixels.transpose(0, 1, 4, 2, 3))  # (B, F, S, S, 3) -> (B, F, 3, S, S)
+        # (x / PIXEL_MAX - mean) / std as one in-place multiply-add, after the copy that moves channels first.
+        scale = torch.tensor([1.0 / (PIXEL_MAX * std) for std in self.image_std])[:, None, None]  # (3, 1, 1)
+        shift = torch.tensor([-mean / std for mean, std in zip(self.image_mean, self.image_std)])[:, None, None]
+        pixels = torch.from_numpy(frames).permute(0, 1, 4, 2, 3)  # (B, F, S, S, 3) -> (B, F, 3, S, S)
+        pixels = pixels.to(torch.float32, memory_format=torch.contiguous_format)
+        pixel_values = pixels.mul_(scale).add_(shift).numpy()
         audio = self.feature_extractor(
             [clip.waveform for clip in clips],
             chunk_windows=[clip.chunk_windows(self.num_chunks) for clip in clips],
