@@ -28,10 +28,11 @@ from transformers.video_utils import load_video
 from _timing import compare, print_table
 from mirasol_hf import MirasolProcessor, build_tokenizer
 from mirasol_hf.feature_extraction_mirasol import MirasolFeatureExtractor
+from mirasol_hf.processing_mirasol import DEFAULT_IMAGE_MEAN, DEFAULT_IMAGE_STD
 
 NUM_FRAMES, IMAGE_SIZE, NUM_CHUNKS = 128, 224, 32
 SAMPLING_RATE = 16000
-MEAN, STD = np.float32(0.5), np.float32(0.5)
+MEAN, STD = np.asarray(DEFAULT_IMAGE_MEAN, np.float32), np.asarray(DEFAULT_IMAGE_STD, np.float32)  # (3,) each
 
 
 def librosa_log_mel(waveform: np.ndarray) -> np.ndarray:
@@ -62,13 +63,15 @@ def log_mel_table(rounds: int, seconds: float):
 def normalisation_table(rounds: int):
     frames = np.random.default_rng(0).integers(0, 256, (1, NUM_FRAMES, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
 
-    def numpy_expression():
+    def numpy_expression():  # MirasolProcessor._process_videos before
         pixels = (frames.astype(np.float32) / 255.0 - MEAN) / STD
         return np.ascontiguousarray(pixels.transpose(0, 1, 4, 2, 3))
 
-    def fused():  # as MirasolProcessor._process_videos does it
-        pixels = torch.from_numpy(frames).permute(0, 1, 4, 2, 3).to(torch.float32, memory_format=torch.contiguous_format)
-        return pixels.mul_(1.0 / (255.0 * STD)).add_(-MEAN / STD).numpy()
+    def fused():  # MirasolProcessor._process_videos now
+        scale = torch.from_numpy(1.0 / (255.0 * STD))[:, None, None]  # (3, 1, 1)
+        shift = torch.from_numpy(-MEAN / STD)[:, None, None]
+        pixels = torch.from_numpy(frames).permute(0, 1, 4, 2, 3)  # (B, F, S, S, 3) -> (B, F, 3, S, S)
+        return pixels.to(torch.float32, memory_format=torch.contiguous_format).mul_(scale).add_(shift).numpy()
 
     np.testing.assert_allclose(fused(), numpy_expression(), atol=1e-6)
     print(f"\npixel normalisation of {NUM_FRAMES} frames at {IMAGE_SIZE}x{IMAGE_SIZE}:")
