@@ -11,8 +11,10 @@ warms both up, then alternates fp32 and bf16 forwards (`model(input_ids, pixel_v
 fp32 within each child (per-child ratios, so the same process and moment), and fp32 across children against the
 first setting (per-round ratios).
 
-Settings: the defaults with one torch thread; two threads; oneDNN, ATen and MKL limited to AVX2 (`ONEDNN_MAX_CPU_ISA=
-AVX2 ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2`: a CPU without AVX-512 and bf16 instructions); glibc with
+Settings: the defaults with one torch thread; two threads; oneDNN and ATen limited to AVX-512 without its bf16 and
+AMX extensions (`ONEDNN_MAX_CPU_ISA=AVX512_CORE ATEN_CPU_CAPABILITY=avx512`: a Skylake / Cascade Lake server);
+oneDNN, ATen and MKL limited to AVX2 (`ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2
+MKL_ENABLE_INSTRUCTIONS=AVX2`: a CPU without AVX-512, as many laptops and desktops); glibc with
 its mmap and trim thresholds raised (`MALLOC_MMAP_THRESHOLD_`, `MALLOC_TRIM_THRESHOLD_`: large buffers are reused
 instead of returned to the system and page-faulted in again); jemalloc (`LD_PRELOAD`, Debian's libjemalloc2).
 """
@@ -28,12 +30,14 @@ from pathlib import Path
 
 from _timing import Timings, compare, format_ratio, load_average, median_range, print_table
 
+AVX512_NO_BF16 = {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE", "ATEN_CPU_CAPABILITY": "avx512"}
 AVX2_ONLY = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
 GLIBC_THRESHOLDS = {"MALLOC_MMAP_THRESHOLD_": str(1 << 30), "MALLOC_TRIM_THRESHOLD_": str(1 << 30)}
 JEMALLOC = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
 SETTINGS = {  # name: (torch threads, environment)
     "1 thread": (1, {}),
     "2 threads": (2, {}),
+    "1 thread, AVX-512 without bf16": (1, AVX512_NO_BF16),
     "1 thread, AVX2 only": (1, AVX2_ONLY),
     "1 thread, glibc thresholds raised": (1, GLIBC_THRESHOLDS),
     "1 thread, jemalloc": (1, {"LD_PRELOAD": JEMALLOC}),
