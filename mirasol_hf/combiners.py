@@ -243,7 +243,8 @@ class MirasolPerceiverLayer(GradientCheckpointingLayer):
         self.mlp = MirasolMLP(config.hidden_size, config.intermediate_size, config.hidden_act, config.hidden_dropout)
 
     def forward(self, queries: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        queries = queries + self.cross_attn(self.query_norm(queries), key_value_states=self.context_norm(context))
+        attended, _ = self.cross_attn(self.query_norm(queries), key_value_states=self.context_norm(context))
+        queries = queries + attended
         return queries + self.mlp(self.mlp_norm(queries))
 
 

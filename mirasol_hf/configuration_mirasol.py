@@ -12,6 +12,8 @@ import math
 
 from transformers import PreTrainedConfig
 
+from .hub import without_remote_pipelines_when_installed
+
 
 def _check_heads(name: str, num_attention_heads: int, head_dim: int | None, hidden_size: int) -> int:
     """Returns the head size, checking it can be derived when not given."""
@@ -297,6 +299,33 @@ class MirasolConfig(PreTrainedConfig):
     """
 
     model_type = "mirasol"
+    # Parallelism plans of `MirasolModel` (the LM head's are on `MirasolForConditionalGeneration`). Tensor parallelism
+    # shards the text decoder as Llama's plan does, its cross-attention blocks alike (their heads split the same way);
+    # the small media encoders are replicated. FSDP wraps each transformer block of every part.
+    base_model_tp_plan = {
+        "text_model.embed_tokens": "embedding_rowwise",
+        **{
+            f"text_model.{blocks}.*.{attention}.{projection}": "colwise"
+            for blocks, attention in (("layers", "self_attn"), ("cross_attention_blocks", "cross_attn"))
+            for projection in ("q_proj", "k_proj", "v_proj")
+        },
+        "text_model.layers.*.self_attn.o_proj": "rowwise",
+        "text_model.cross_attention_blocks.*.cross_attn.o_proj": "rowwise",
+        **{
+            f"text_model.{blocks}.*.mlp.{projection}": style
+            for blocks in ("layers", "cross_attention_blocks")
+            for projection, style in (("gate_proj", "colwise"), ("up_proj", "colwise"), ("down_proj", "rowwise"))
+        },
+    }
+    base_model_fsdp_plan = {
+        "video_encoder.encoder.layers.*": "free_full_weight",
+        "audio_encoder.encoder.layers.*": "free_full_weight",
+        "latent_model.encoder.layers.*": "free_full_weight",
+        "text_model.embed_tokens": "free_full_weight",
+        "text_model.cross_attention_blocks.*": "free_full_weight",
+        "text_model.layers.*": "free_full_weight",
+        "text_model.norm": "keep_full_weight",
+    }
     sub_configs_defaults = {
         "video_config": MirasolVideoConfig,
         "audio_config": MirasolAudioConfig,
@@ -324,7 +353,7 @@ class MirasolConfig(PreTrainedConfig):
     model_card: dict | None = None
 
     def __post_init__(self, **kwargs):
-        super().__post_init__(**kwargs)
+        super().__post_init__(**without_remote_pipelines_when_installed(kwargs))
         # The text decoder's cross-attention reads the latent model's outputs.
         self.text_config.cross_attention_hidden_size = self.latent_config.hidden_size
         self.tie_word_embeddings = self.text_config.tie_word_embeddings
@@ -337,22 +366,39 @@ class MirasolConfig(PreTrainedConfig):
                 f"audio_config.patch_size[1] ({self.audio_config.patch_size[1]})"
             )
 
-    # Token ids live on the text decoder; mirrored here because generation and the processor look for them.
+    # Token ids and the vocabulary live on the text decoder; mirrored here (read and set) because generation, the
+    # processor, `resize_token_embeddings` and user code written for other models look for them on the top config.
     @property
     def pad_token_id(self):
         return self.text_config.pad_token_id
+
+    @pad_token_id.setter
+    def pad_token_id(self, value):
+        self.text_config.pad_token_id = value
 
     @property
     def bos_token_id(self):
         return self.text_config.bos_token_id
 
+    @bos_token_id.setter
+    def bos_token_id(self, value):
+        self.text_config.bos_token_id = value
+
     @property
     def eos_token_id(self):
         return self.text_config.eos_token_id
 
+    @eos_token_id.setter
+    def eos_token_id(self, value):
+        self.text_config.eos_token_id = value
+
     @property
     def vocab_size(self):
         return self.text_config.vocab_size
+
+    @vocab_size.setter
+    def vocab_size(self, value):
+        self.text_config.vocab_size = value
 
     @property
     def num_frames(self) -> int:

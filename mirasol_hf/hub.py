@@ -1,13 +1,17 @@
-"""Sharing checkpoints: the code files and `auto_map` that `trust_remote_code=True` needs, and the model card.
+"""Sharing checkpoints: the code files, `auto_map` and `custom_pipelines` that `trust_remote_code=True` needs, and
+the model card.
 
 A folder written by `save_pretrained` (or pushed by `push_to_hub`, which saves the same way) loads in an environment
 without this package: `AutoConfig`, `AutoModel`, `AutoModelForMultimodalLM`, `AutoProcessor` and
-`AutoFeatureExtractor` all resolve through `auto_map` to the code files copied next to the weights.
+`AutoFeatureExtractor` all resolve through `auto_map` to the code files copied next to the weights, and
+`pipeline("video-question-answering", model=..., trust_remote_code=True)` through `custom_pipelines` (transformers'
+custom-pipeline convention) to the pipeline's code file.
 """
 
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
 from transformers.dynamic_module_utils import get_relative_import_files
@@ -21,19 +25,38 @@ AUTO_MAP = {
     "AutoProcessor": "processing_mirasol.MirasolProcessor",
     "AutoFeatureExtractor": "feature_extraction_mirasol.MirasolFeatureExtractor",
 }
+PIPELINE_TASK = "video-question-answering"
+# config.custom_pipelines: task -> the pipeline class ("module.Class" among the code files) and its Auto model class.
+CUSTOM_PIPELINES = {
+    PIPELINE_TASK: {
+        "impl": "pipeline.VideoQuestionAnsweringPipeline",
+        "pt": ["AutoModelForMultimodalLM"],
+        "type": "multimodal",
+    }
+}
+PACKAGE_NAME = "mirasol_hf"
 MODEL_CARD = "README.md"
 # A phrase of the card transformers' push_to_hub writes when a repository has none.
 GENERIC_CARD_MARKER = "This model card has been automatically generated"
 
 
 def code_files() -> list[Path]:
-    """The package files `auto_map` points at, with everything they import relatively."""
+    """The package files `auto_map` and `custom_pipelines` point at, with everything they import relatively."""
     files = set()
-    for target in AUTO_MAP.values():
+    targets = [*AUTO_MAP.values(), *(entry["impl"] for entry in CUSTOM_PIPELINES.values())]
+    for target in targets:
         module_file = PACKAGE_DIR / f"{target.split('.')[0]}.py"
         files.add(module_file)
         files.update(Path(path) for path in get_relative_import_files(str(module_file)))
     return sorted(files)
+
+
+def without_remote_pipelines_when_installed(config_kwargs: dict) -> dict:
+    """`config_kwargs` without `custom_pipelines` where this package is imported (and so has registered its own
+    pipeline): otherwise `pipeline(task, model=folder)` would run the folder's copy and demand `trust_remote_code`."""
+    if sys.modules.get(PACKAGE_NAME) is not None:
+        config_kwargs.pop("custom_pipelines", None)
+    return config_kwargs
 
 
 def write_remote_code(save_directory) -> None:
@@ -45,7 +68,10 @@ def write_remote_code(save_directory) -> None:
 REMOTE_CODE_USAGE = """Without it, through the code files saved next to the weights:
 
 ```python
-from transformers import AutoModelForMultimodalLM, AutoProcessor
+from transformers import AutoModelForMultimodalLM, AutoProcessor, pipeline
+
+pipe = pipeline("video-question-answering", model="PATH_OR_REPO_ID", trust_remote_code=True)
+print(pipe("clip.mp4", "what is happening?"))
 
 model = AutoModelForMultimodalLM.from_pretrained("PATH_OR_REPO_ID", trust_remote_code=True)
 processor = AutoProcessor.from_pretrained("PATH_OR_REPO_ID", trust_remote_code=True)
@@ -82,7 +108,7 @@ def model_card(model, remote_code: bool = True) -> str:
     remote_code_usage = REMOTE_CODE_USAGE if remote_code else ""
     return f"""---
 library_name: transformers
-pipeline_tag: video-text-to-text
+pipeline_tag: any-to-any
 tags:
 - mirasol
 - video-question-answering

@@ -51,7 +51,7 @@ class MirasolLatentModel(nn.Module):
         self.encoder = MirasolEncoder(config)
 
     def forward(
-        self, combined: torch.Tensor, media_chunk_mask: torch.Tensor, cache: Cache | None = None
+        self, combined: torch.Tensor, media_chunk_mask: torch.Tensor, cache: Cache | None = None, **kwargs
     ) -> torch.Tensor:
         """h for the chunks in `combined` (B, T, m, d_c).
 
@@ -75,7 +75,7 @@ class MirasolLatentModel(nn.Module):
         hidden = hidden + chunk_position[:, None, :] + self.slot_embedding
         mask = additive_mask(block_causal_mask(media_chunk_mask, m, past_chunks), hidden.dtype)  # (B, 1, T*m, (P+T)*m)
         hidden = hidden.reshape(batch, num_chunks * m, -1)  # (B, T*m, d)
-        hidden = self.encoder(hidden, attention_mask=mask, cache=cache)
+        hidden = self.encoder(hidden, attention_mask=mask, cache=cache, **kwargs)
         return hidden.reshape(batch, num_chunks, m, -1)  # (B, T, m, d)
 
 

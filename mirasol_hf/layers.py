@@ -21,6 +21,9 @@ class MirasolAttention(nn.Module):
 
     Self-attention when `key_value_states` is None, cross-attention otherwise. With a cache, self-attention appends
     its keys/values at `cache_index`; cross-attention stores them there once (at prefill) and reads them afterwards.
+    Returns `(output, attention_weights)` as transformers' attention modules do (what `output_attentions` records);
+    the weights need the eager path, so a call asking for them (`output_attentions=True`) runs eager even when the
+    config says "sdpa" (which computes none).
     """
 
     def __init__(
@@ -53,9 +56,9 @@ class MirasolAttention(nn.Module):
         self.v_proj = nn.Linear(key_value_size, self.num_key_value_heads * head_dim, bias=qkv_bias)
         self.o_proj = nn.Linear(num_heads * head_dim, hidden_size, bias=output_bias)
 
-    def _heads(self, states: torch.Tensor, num_heads: int) -> torch.Tensor:
-        # (B, L, heads * D) -> (B, heads, L, D)
-        return states.view(*states.shape[:2], num_heads, self.head_dim).transpose(1, 2)
+    def _heads(self, states: torch.Tensor) -> torch.Tensor:
+        # (B, L, heads * D) -> (B, heads, L, D); heads inferred, so a tensor-parallel shard holding a few works
+        return states.view(*states.shape[:2], -1, self.head_dim).transpose(1, 2)
 
     def forward(
         self,
@@ -66,9 +69,9 @@ class MirasolAttention(nn.Module):
         cache=None,
         is_cross_attention: bool = False,
         **kwargs,
-    ) -> torch.Tensor:
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         batch, length, _ = hidden_states.shape
-        query = self._heads(self.q_proj(hidden_states), self.num_heads)
+        query = self._heads(self.q_proj(hidden_states))
 
         if is_cross_attention and key_value_states is None:
             # Decoding step: the media keys/values were stored at prefill.
@@ -76,18 +79,24 @@ class MirasolAttention(nn.Module):
             key, value = layer.keys, layer.values
         else:
             source = hidden_states if key_value_states is None else key_value_states
-            key = self._heads(self.k_proj(source), self.num_key_value_heads)
-            value = self._heads(self.v_proj(source), self.num_key_value_heads)
+            key = self._heads(self.k_proj(source))
+            value = self._heads(self.v_proj(source))
             if position_embeddings is not None:
                 cos, sin = position_embeddings
                 query, key = apply_rotary_pos_emb(query, key, cos, sin)
             if cache is not None:
                 key, value = cache.update(key, value, self.layer_idx)
 
-        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
-            self.config._attn_implementation, eager_attention_forward
-        )
-        output, _ = attention_interface(
+        implementation = self.config._attn_implementation
+        if kwargs.get("output_attentions") and implementation == "sdpa":
+            implementation = "eager"
+            if attention_mask is None and self.is_causal and length > 1:
+                # The mask was built for SDPA, which leaves a plain causal mask to `is_causal`; eager needs it.
+                key_length = key.shape[2]
+                allowed = torch.ones(length, key_length, dtype=torch.bool, device=query.device)
+                attention_mask = additive_mask(allowed.tril(key_length - length), query.dtype)  # (L, S)
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
+        output, attention_weights = attention_interface(
             self,
             query,
             key,
@@ -97,7 +106,7 @@ class MirasolAttention(nn.Module):
             scaling=self.scaling,
             **kwargs,
         )
-        return self.o_proj(output.reshape(batch, length, -1))  # (B, L, hidden)
+        return self.o_proj(output.reshape(batch, length, -1)), attention_weights  # (B, L, hidden), (B, heads, L, S)
 
 
 class MirasolMLP(nn.Module):
@@ -131,10 +140,10 @@ class MirasolEncoderLayer(GradientCheckpointingLayer):
         self.layer_norm2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.mlp = MirasolMLP(config.hidden_size, config.intermediate_size, config.hidden_act, config.hidden_dropout)
 
-    def forward(self, hidden_states: torch.Tensor, attention_mask=None, cache=None) -> torch.Tensor:
+    def forward(self, hidden_states: torch.Tensor, attention_mask=None, cache=None, **kwargs) -> torch.Tensor:
         """`cache` (a transformers `Cache`): earlier tokens' keys/values are read and these appended."""
-        attended = self.self_attn(
-            self.layer_norm1(hidden_states), attention_mask=attention_mask, cache=cache
+        attended, _ = self.self_attn(
+            self.layer_norm1(hidden_states), attention_mask=attention_mask, cache=cache, **kwargs
         )
         hidden_states = hidden_states + attended
         return hidden_states + self.mlp(self.layer_norm2(hidden_states))
@@ -148,9 +157,10 @@ class MirasolEncoder(nn.Module):
         self.layers = nn.ModuleList(MirasolEncoderLayer(config, index) for index in range(config.num_hidden_layers))
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
-    def forward(self, hidden_states: torch.Tensor, attention_mask=None, cache=None) -> torch.Tensor:
+    def forward(self, hidden_states: torch.Tensor, attention_mask=None, cache=None, **kwargs) -> torch.Tensor:
+        """`kwargs` (e.g. `output_attentions`) reach the attention functions."""
         for layer in self.layers:
-            hidden_states = layer(hidden_states, attention_mask=attention_mask, cache=cache)
+            hidden_states = layer(hidden_states, attention_mask=attention_mask, cache=cache, **kwargs)
         return self.norm(hidden_states)
 
 

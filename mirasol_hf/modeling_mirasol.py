@@ -26,9 +26,11 @@ from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.cache_utils import Cache
+from transformers.generation.utils import GenerateBeamDecoderOnlyOutput, GenerateDecoderOnlyOutput
 from transformers.modeling_utils import slice_logits_to_keep
-from transformers.utils import ModelOutput
+from transformers.utils import ModelOutput, can_return_tuple
 from transformers.utils.deprecation import deprecate_kwarg
+from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .audio_encoder import MirasolAudioEncoder
 from .combiners import (
@@ -39,11 +41,17 @@ from .combiners import (
     build_combiner,
 )
 from .configuration_mirasol import MirasolConfig, num_video_tokens
-from .hub import AUTO_MAP, GENERIC_CARD_MARKER, MODEL_CARD, write_model_card, write_remote_code
+from .hub import AUTO_MAP, CUSTOM_PIPELINES, GENERIC_CARD_MARKER, MODEL_CARD, write_model_card, write_remote_code
 from .latent_model import MirasolLatentModel, MirasolLatentPredictor, latent_loss
 from .layers import MirasolEncoderLayer
 from .reconstruction import MirasolReconstructionDecoder, reconstruction_loss
-from .text_decoder import MirasolGatedCrossAttentionBlock, MirasolTextDecoderLayer, MirasolTextModel
+from .layers import MirasolAttention
+from .text_decoder import (
+    MirasolGatedCrossAttentionBlock,
+    MirasolStaticCrossAttentionCacheLayer,
+    MirasolTextDecoderLayer,
+    MirasolTextModel,
+)
 from .video_encoder import MirasolVideoEncoder
 
 if TYPE_CHECKING:
@@ -57,20 +65,32 @@ class MirasolMediaOutput(ModelOutput):
     media_latents: (B, T, m, d) latent-model outputs h, what the text decoder attends to.
     media_chunk_mask: (B, T) bool, chunks holding video or audio.
     combined_features: (B, T, m, d_c) combiner outputs x, the latent loss targets.
+    latent_attentions: with `output_attentions=True`, the latent model's attention weights, one (B, heads, T*m, T*m)
+        tensor per layer, tokens chunk-major (token t*m + i is slot i of chunk t): which chunks each chunk drew on.
     """
 
     media_latents: torch.FloatTensor | None = None
     media_chunk_mask: torch.BoolTensor | None = None
     combined_features: torch.FloatTensor | None = None
+    latent_attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
 @dataclass
 class MirasolModelOutputWithPast(ModelOutput):
     """`media_latents` / `media_chunk_mask` are what each text row attended to; `encoded_media` is the encoding of the
-    raw media given (one row per clip, before `media_index`), None when `media_latents` were passed in."""
+    raw media given (one row per clip, before `media_index`), None when `media_latents` were passed in.
+
+    With `output_hidden_states` / `output_attentions`, as in Llama: `hidden_states` (the embeddings, then each
+    decoder layer's output, the last one normed), `attentions` (one (B, heads, L, S) per decoder layer), and
+    `cross_attentions`, one (B, heads, L, T*m) per cross-attention block, media tokens chunk-major: chunk t owns
+    tokens t*m .. t*m + m - 1, so `.unflatten(-1, (T, m)).sum(-1)` is the attention per chunk.
+    """
 
     last_hidden_state: torch.FloatTensor | None = None
     cache: Cache | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+    cross_attentions: tuple[torch.FloatTensor, ...] | None = None
     media_latents: torch.FloatTensor | None = None
     media_chunk_mask: torch.BoolTensor | None = None
     encoded_media: MirasolMediaOutput | None = None
@@ -78,11 +98,17 @@ class MirasolModelOutputWithPast(ModelOutput):
 
 @dataclass
 class MirasolCausalLMOutputWithPast(ModelOutput):
-    """`loss` is the weighted total; each component is reported next to it (None when not computed)."""
+    """`loss` is the weighted total; each component is reported next to it (None when not computed).
+    `hidden_states`, `attentions`, `cross_attentions`: see `MirasolModelOutputWithPast`; `latent_attentions`: see
+    `MirasolMediaOutput` (when raw media were encoded in this call)."""
 
     loss: torch.FloatTensor | None = None
     logits: torch.FloatTensor | None = None
     cache: Cache | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+    cross_attentions: tuple[torch.FloatTensor, ...] | None = None
+    latent_attentions: tuple[torch.FloatTensor, ...] | None = None
     text_loss: torch.FloatTensor | None = None
     latent_loss: torch.FloatTensor | None = None
     reconstruction_loss: torch.FloatTensor | None = None
@@ -90,16 +116,41 @@ class MirasolCausalLMOutputWithPast(ModelOutput):
     media_chunk_mask: torch.BoolTensor | None = None
 
 
+@dataclass
+class MirasolGenerateOutput(GenerateDecoderOnlyOutput):
+    """`GenerateDecoderOnlyOutput` plus `cross_attentions` (with `output_attentions=True`): a tuple over generation
+    steps, each a tuple over the cross-attention blocks of (B, heads, q_len, T*m), media tokens chunk-major."""
+
+    cross_attentions: tuple[tuple[torch.FloatTensor, ...], ...] | None = None
+
+
+@dataclass
+class MirasolGenerateBeamOutput(GenerateBeamDecoderOnlyOutput):
+    """`GenerateBeamDecoderOnlyOutput` plus `cross_attentions`, as in `MirasolGenerateOutput` (one row per beam)."""
+
+    cross_attentions: tuple[tuple[torch.FloatTensor, ...], ...] | None = None
+
+
 def text_cross_entropy(
-    logits: torch.Tensor, labels: torch.Tensor, num_items_in_batch=None, label_smoothing: float = 0.0
+    logits: torch.Tensor,
+    labels: torch.Tensor | None,
+    num_items_in_batch=None,
+    label_smoothing: float = 0.0,
+    shift_labels: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Next-token cross-entropy; labels -100 are ignored.
 
+    `shift_labels` (B, L), the targets already shifted (position i holds token i + 1, as Trainer passes under context
+    parallelism), replace `labels` as in transformers' `ForCausalLMLoss`: every position of `logits` is scored.
     Summed and divided by `num_items_in_batch` when Trainer gives it (the supervised tokens of the whole accumulated
     batch), so gradient accumulation matches one large batch; otherwise the mean over this batch's tokens.
     """
-    logits = logits[:, :-1].float()
-    targets = labels[:, 1:].to(logits.device)
+    if shift_labels is None:
+        logits, targets = logits[:, :-1], labels[:, 1:]
+    else:
+        targets = shift_labels
+    logits = logits.float()
+    targets = targets.to(logits.device)
     total = F.cross_entropy(
         logits.reshape(-1, logits.shape[-1]),
         targets.reshape(-1),
@@ -120,22 +171,44 @@ class MirasolPreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     input_modalities = ("video", "audio", "text")
     supports_gradient_checkpointing = True
+    # The blocks FSDP wraps and device_map keeps whole (see also the config's parallelism plans).
     _no_split_modules = ["MirasolEncoderLayer", "MirasolTextDecoderLayer", "MirasolGatedCrossAttentionBlock"]
     _skip_keys_device_placement = ["cache"]
     _supports_sdpa = True
     _supports_flash_attn = False  # the block-causal and cross-attention masks are 4D
     _supports_attention_backend = True
+    # What `output_hidden_states` / `output_attentions` record (transformers' `capture_outputs` hooks). Every part
+    # uses `MirasolAttention`, so the module path tells the text decoder's self- and cross-attention and the latent
+    # model's apart.
+    _can_record_outputs = {
+        # The embeddings first (a cross-attention block may run before layer 0), then each decoder layer's output;
+        # given `inputs_embeds`, the first layer's input stands in for them.
+        "hidden_states": [
+            OutputRecorder(nn.Embedding, layer_name="text_model.embed_tokens", capture_initial_hidden_state=False),
+            OutputRecorder(MirasolTextDecoderLayer),
+        ],
+        "attentions": OutputRecorder(MirasolAttention, index=1, layer_name="text_model.layers"),
+        "cross_attentions": OutputRecorder(MirasolAttention, index=1, layer_name="text_model.cross_attention_blocks"),
+        "latent_attentions": OutputRecorder(MirasolAttention, index=1, layer_name="latent_model.encoder"),
+    }
 
     def post_init(self):
         super().post_init()
         # transformers resolves the attention implementation on the top-level config only; the parts of Mirasol are
-        # plain modules reading their own sub-config, so hand it down (the setter recurses into sub-configs).
-        self.config._attn_implementation = self.config._attn_implementation
+        # plain modules reading their own sub-config, so hand it down to the sub-configs that have none of their own
+        # (one chosen per part, e.g. `attn_implementation={"": "sdpa", "text_config": "eager"}`, is kept).
+        implementation = self.config._attn_implementation
+        for key in self.config.sub_configs:
+            sub_config = getattr(self.config, key)
+            if sub_config._attn_implementation is None:
+                sub_config._attn_implementation = implementation
 
     def save_pretrained(self, save_directory, *args, **kwargs):
-        """`PreTrainedModel.save_pretrained`, plus what sharing needs: the code files and an `auto_map` entry for
-        every Auto class (so `trust_remote_code=True` works without this package) and a model card."""
+        """`PreTrainedModel.save_pretrained`, plus what sharing needs: the code files, an `auto_map` entry for
+        every Auto class and a `custom_pipelines` entry (so `trust_remote_code=True` works without this package), and
+        a model card."""
         self.config.auto_map = {**AUTO_MAP, **(getattr(self.config, "auto_map", None) or {})}
+        self.config.custom_pipelines = {**CUSTOM_PIPELINES, **(getattr(self.config, "custom_pipelines", None) or {})}
         super().save_pretrained(save_directory, *args, **kwargs)
         if kwargs.get("is_main_process", True):
             write_remote_code(save_directory)
@@ -327,10 +400,12 @@ class MirasolModel(MirasolPreTrainedModel):
         input_features: torch.FloatTensor | None = None,
         video_chunk_mask: torch.BoolTensor | None = None,
         audio_chunk_mask: torch.BoolTensor | None = None,
+        output_attentions: bool = False,
     ) -> MirasolMediaOutput:
         """Video and/or audio -> latents the text decoder attends to (see `MirasolMediaOutput`).
 
         A missing modality counts as absent in every chunk (its mask all False), as does a chunk masked out.
+        With `output_attentions`, the latent model's attention weights come back as `latent_attentions`.
         """
         batch, num_chunks = self._chunking(pixel_values_videos, input_features)
         video_tokens, audio_tokens, video_chunk_mask, audio_chunk_mask = self._encode_modalities(
@@ -338,8 +413,19 @@ class MirasolModel(MirasolPreTrainedModel):
         )
         combined = self.combiner(video_tokens, audio_tokens, video_chunk_mask, audio_chunk_mask)  # (B, T, m, d_c)
         media_chunk_mask = video_chunk_mask | audio_chunk_mask
-        latents = self.latent_model(combined, media_chunk_mask)  # (B, T, m, d)
-        return MirasolMediaOutput(media_latents=latents, media_chunk_mask=media_chunk_mask, combined_features=combined)
+        latent = self._latent_model_outputs(combined, media_chunk_mask, output_latent_attentions=output_attentions)
+        return MirasolMediaOutput(
+            media_latents=latent.media_latents,  # (B, T, m, d)
+            media_chunk_mask=media_chunk_mask,
+            combined_features=combined,
+            latent_attentions=latent.latent_attentions,
+        )
+
+    @capture_outputs
+    def _latent_model_outputs(self, combined, media_chunk_mask, output_latent_attentions=False, **kwargs):
+        """The latent model's h; `capture_outputs` records its attention weights when `output_latent_attentions`."""
+        latents = self.latent_model(combined, media_chunk_mask, output_attentions=output_latent_attentions)
+        return MirasolMediaOutput(media_latents=latents)
 
     def encode_media_chunk(
         self,
@@ -381,7 +467,9 @@ class MirasolModel(MirasolPreTrainedModel):
         state.append(output, combiner_state)
         return output, state
 
-    # transformers 5.24 renamed `past_key_values` to `cache`; the old name still works, as in Llama.
+    # `capture_outputs` fills hidden_states / attentions / cross_attentions (`_can_record_outputs`) and honours
+    # `return_dict`. transformers 5.24 renamed `past_key_values` to `cache`; the old name still works, as in Llama.
+    @capture_outputs
     @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
         self,
@@ -404,6 +492,7 @@ class MirasolModel(MirasolPreTrainedModel):
 
         `media_index` (B_text,) lets several text rows share one clip: text row i attends to media row
         `media_index[i]`, so a clip asked about many times is encoded once per batch (training included).
+        `output_attentions`, `output_hidden_states` and `return_dict` work as in transformers' models.
         """
         has_raw_media = pixel_values_videos is not None or input_features is not None
         if isinstance(media_latents, MirasolMediaOutput):
@@ -412,7 +501,13 @@ class MirasolModel(MirasolPreTrainedModel):
             raise ValueError("pass either raw media (pixel_values_videos / input_features) or media_latents, not both")
         media = None
         if has_raw_media:
-            media = self.encode_media(pixel_values_videos, input_features, video_chunk_mask, audio_chunk_mask)
+            media = self.encode_media(
+                pixel_values_videos,
+                input_features,
+                video_chunk_mask,
+                audio_chunk_mask,
+                output_attentions=bool(kwargs.get("output_attentions", self.config.output_attentions)),
+            )
             media_latents, media_chunk_mask = media.media_latents, media.media_chunk_mask
         elif media_latents is not None and media_latents.ndim != 4:
             raise ValueError(
@@ -431,6 +526,7 @@ class MirasolModel(MirasolPreTrainedModel):
             cache=cache,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
+            output_attentions=kwargs.get("output_attentions", self.config.output_attentions),
         )
         return MirasolModelOutputWithPast(
             last_hidden_state=hidden_states,
@@ -448,8 +544,15 @@ class MirasolForConditionalGeneration(MirasolPreTrainedModel, GenerationMixin):
     """
 
     _tied_weights_keys = {"lm_head.weight": "model.text_model.embed_tokens.weight"}
+    # Parallelism plans of the head, as Llama's; the base model's are `MirasolConfig.base_model_*_plan`.
+    _tp_plan = {"lm_head": "colwise_gather_output"}
+    _pp_plan = {"lm_head": (["hidden_states"], ["logits"])}
+    _fsdp_plan = {"lm_head": "keep_full_weight"}
     # Trainer passes `num_items_in_batch` so the text loss is normalised over the whole accumulated batch.
     accepts_loss_kwargs = True
+    # With `cache_implementation="static"` every cache slot is a fixed-size `StaticLayer` (the cross-attention ones
+    # sized for the media, see `_prepare_static_cache`), so the decoding step compiles as one graph.
+    _can_compile_fullgraph = True
 
     def __init__(self, config: MirasolConfig):
         super().__init__(config)
@@ -490,6 +593,7 @@ class MirasolForConditionalGeneration(MirasolPreTrainedModel, GenerationMixin):
         return self.model.encode_media_chunk(*args, **kwargs)
 
     # transformers 5.24 renamed `past_key_values` to `cache`; the old name still works, as in Llama.
+    @can_return_tuple
     @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
         self,
@@ -514,8 +618,11 @@ class MirasolForConditionalGeneration(MirasolPreTrainedModel, GenerationMixin):
 
         The latent and reconstruction losses need the raw media: with `media_latents` given instead, only the text
         loss is computed (the other two are None) and `loss` is the weighted text loss. With `media_index` (see
-        `MirasolModel.forward`) the media losses are computed once per clip, not once per question.
+        `MirasolModel.forward`) the media losses are computed once per clip, not once per question. Trainer's
+        `num_items_in_batch` and `shift_labels` are taken as transformers' `ForCausalLMLoss` takes them.
         """
+        num_items_in_batch = kwargs.pop("num_items_in_batch", None)
+        shift_labels = kwargs.pop("shift_labels", None)
         outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -530,14 +637,15 @@ class MirasolForConditionalGeneration(MirasolPreTrainedModel, GenerationMixin):
             cache=cache,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
+            return_dict=True,
+            **kwargs,
         )
         logits = self.lm_head(slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep))
 
         loss = text_loss = media_latent_loss = media_reconstruction_loss = None
-        if labels is not None:
+        if labels is not None or shift_labels is not None:
             config = self.config
-            num_items_in_batch = kwargs.get("num_items_in_batch")
-            text_loss = text_cross_entropy(logits, labels, num_items_in_batch, config.label_smoothing)
+            text_loss = text_cross_entropy(logits, labels, num_items_in_batch, config.label_smoothing, shift_labels)
             loss = config.text_loss_weight * text_loss
             if outputs.encoded_media is not None:
                 media_loss, media_latent_loss, media_reconstruction_loss = self._media_losses(
@@ -546,7 +654,8 @@ class MirasolForConditionalGeneration(MirasolPreTrainedModel, GenerationMixin):
                 if num_items_in_batch is not None:
                     # Under gradient accumulation each micro-batch's media losses count by its share of the
                     # supervised tokens, as the text loss does; without accumulation the share is 1.
-                    share = (labels[:, 1:] != -100).sum() / num_items_in_batch
+                    targets = labels[:, 1:] if shift_labels is None else shift_labels
+                    share = (targets != -100).sum() / num_items_in_batch
                     media_loss = media_loss * share.to(media_loss.device)
                 loss = loss + media_loss
 
@@ -554,6 +663,10 @@ class MirasolForConditionalGeneration(MirasolPreTrainedModel, GenerationMixin):
             loss=loss,
             logits=logits,
             cache=outputs.cache,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            cross_attentions=outputs.cross_attentions,
+            latent_attentions=outputs.encoded_media.latent_attentions if outputs.encoded_media is not None else None,
             text_loss=text_loss,
             latent_loss=media_latent_loss,
             reconstruction_loss=media_reconstruction_loss,
@@ -603,6 +716,9 @@ class MirasolForConditionalGeneration(MirasolPreTrainedModel, GenerationMixin):
 
         Takes the processor's outputs, or `media_latents` from `encode_media` to reuse an encoding; `media_index`
         maps each prompt to its clip as in `forward` (several questions about one clip in one batch).
+        With `return_dict_in_generate=True, output_attentions=True` the output also has `cross_attentions`: a tuple
+        over steps, each a tuple over cross-attention blocks of (B, heads, q_len, T*m), media tokens chunk-major
+        (see `MirasolGenerateOutput`).
         """
         if isinstance(media_latents, MirasolMediaOutput):
             media_latents, media_chunk_mask = media_latents.media_latents, media_latents.media_chunk_mask
@@ -619,7 +735,53 @@ class MirasolForConditionalGeneration(MirasolPreTrainedModel, GenerationMixin):
         if media_latents is not None:
             kwargs["media_latents"] = media_latents
             kwargs["media_chunk_mask"] = media_chunk_mask
-        return super().generate(inputs, generation_config, **kwargs)
+            # An assistant (assisted decoding) is handed these latents, not the raw media.
+            assistant = kwargs.get("assistant_model")
+            width = media_latents.shape[-1]
+            if isinstance(assistant, MirasolForConditionalGeneration):
+                width = assistant.config.text_config.cross_attention_hidden_size
+            if width != media_latents.shape[-1]:
+                raise ValueError(
+                    f"assistant_model cross-attends to media latents of width {width}, but this model's are "
+                    f"{media_latents.shape[-1]} wide: the assistant reads this model's media latents, so its "
+                    "latent_config.hidden_size must be the same"
+                )
+        defaults = generation_config if generation_config is not None else self.generation_config
+        record_cross_attentions = kwargs.get(
+            "return_dict_in_generate", defaults.return_dict_in_generate
+        ) and kwargs.get("output_attentions", defaults.output_attentions)
+        if not record_cross_attentions:
+            return super().generate(inputs, generation_config, **kwargs)
+        # GenerationMixin keeps cross-attentions for encoder-decoder models only: take them from each forward.
+        steps = []
+        hook = self.register_forward_hook(lambda module, args, output: steps.append(output.cross_attentions))
+        try:
+            output = super().generate(inputs, generation_config, **kwargs)
+        finally:
+            hook.remove()
+        if not isinstance(output, ModelOutput):
+            return output
+        # Steps generate() dropped (a deferred stop) drop here too; the assistant's forwards are not hooked.
+        if output.attentions is not None:
+            steps = steps[: len(output.attentions)]
+        steps = tuple(steps)
+        output_class = (
+            MirasolGenerateBeamOutput if isinstance(output, GenerateBeamDecoderOnlyOutput) else MirasolGenerateOutput
+        )
+        return output_class(**dict(output.items()), cross_attentions=steps)
+
+    def _prepare_static_cache(self, *args, model_kwargs, **kwargs) -> Cache:
+        cache = super()._prepare_static_cache(*args, model_kwargs=model_kwargs, **kwargs)
+        # The static cache is sized for the text; each cross-attention block's slot holds the T*m media tokens.
+        text_model = self.model.text_model
+        media_latents = model_kwargs.get("media_latents")
+        num_media_tokens = media_latents.shape[1] * media_latents.shape[2] if media_latents is not None else 1
+        del cache.layers[text_model.config.num_hidden_layers :]
+        cache.layers.extend(
+            MirasolStaticCrossAttentionCacheLayer(max_cache_len=num_media_tokens)
+            for _ in text_model.cross_attention_blocks
+        )
+        return cache
 
     def prepare_inputs_for_generation(
         self, input_ids, cache=None, media_latents=None, use_cache=True, is_first_iteration=False, **kwargs

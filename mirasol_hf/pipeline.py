@@ -5,6 +5,8 @@
     pipe("clip.mp4", ["what color ...?", "which sound ...?"])   -> [{"answer": ...}, {"answer": ...}]
     pipe(["a.mp4", "b.mp4"], "which sound was heard?")          -> [{"answer": ...}, {"answer": ...}]
     pipe([{"video": "a.mp4", "question": "..."}, ...])           -> one answer per dict
+    pipe({"audio": "sound.wav"}, "which sound was heard?")      -> {"answer": ...} (sound alone; or a waveform with
+                                                                   "sampling_rate")
     pipe([{"role": "user", "content": [{"type": "video", "path": "a.mp4"}, {"type": "text", "text": "..."}]}])
                                                                 -> {"answer": ...} (chat messages)
 
@@ -19,6 +21,9 @@ from transformers import GenerationConfig, Pipeline
 MAX_NEW_TOKENS = 32
 # Pipeline-level keyword arguments; everything else goes to `generate()`.
 PREPROCESS_PARAMS = ("frame_sampling", "num_frames", "progress")
+# Answers in place of "" (which a user cannot tell from a bug).
+UNREADABLE_ANSWER = "(the video could not be read: no frame and no sound of it could be used)"
+EMPTY_ANSWER = "(no answer: the model ended its answer at once; the question may be of a form it was not trained on)"
 
 
 class _Item:
@@ -52,10 +57,14 @@ def _from_chat(messages) -> dict:
         for block in blocks:
             if block.get("type") == "video":
                 videos.extend(block[key] for key in ("video", "path", "url") if key in block)
+            elif block.get("type") == "audio":
+                videos.extend({"audio": block[key]} for key in ("audio", "path", "url") if key in block)
             elif block.get("type") == "text":
                 texts.append(block["text"])
     if len(videos) != 1 or not texts:
-        raise ValueError(f"a chat needs exactly one video block and a text block from the user, got {messages!r}")
+        raise ValueError(
+            f"a chat needs exactly one video (or audio) block and a text block from the user, got {messages!r}"
+        )
     return {"video": videos[0], "question": " ".join(texts)}
 
 
@@ -66,7 +75,8 @@ def _normalize(videos, question) -> tuple[list[_Item], bool]:
     elif isinstance(videos, (list, tuple)) and videos and all(_is_chat(chat) for chat in videos):
         videos = [_from_chat(chat) for chat in videos]
     if isinstance(videos, dict) and "question" in videos:
-        videos, question = videos.get("video"), videos["question"]
+        sound = {key: videos[key] for key in ("audio", "sampling_rate") if key in videos}
+        videos, question = videos.get("video", sound if "audio" in sound else None), videos["question"]
     if isinstance(videos, (list, tuple)) and videos and all(isinstance(v, dict) and "question" in v for v in videos):
         items = [_normalize(entry, None)[0][0] for entry in videos]
         return items, True
@@ -126,29 +136,20 @@ class VideoQuestionAnsweringPipeline(Pipeline):
         """Reads the videos (`num_frames` overrides the model's frame count, a multiple of its chunk length;
         `progress()` is called per decoded frame) and tokenizes every question."""
         processor = self.processor
-        settings = {"frame_sampling": frame_sampling}
-        if num_frames is not None:
-            per_chunk = processor.frames_per_chunk
-            if num_frames < per_chunk or num_frames % per_chunk:
-                raise ValueError(f"num_frames must be a positive multiple of frames_per_chunk={per_chunk}, got {num_frames}")
-            settings["num_chunks"] = num_frames // per_chunk
-        previous = {name: getattr(processor, name) for name in settings}
-        for name, value in settings.items():
-            if value is not None:
-                setattr(processor, name, value)
-        try:
-            read_options = {} if progress is None else {"progress": progress}
-            clips = [processor.read_video(item.video, **read_options) for item in group]
-            media = processor(videos=clips, return_tensors="pt")
-        finally:
-            for name, value in previous.items():
-                setattr(processor, name, value)
+        read_options = {} if progress is None else {"progress": progress}
+        clips = [
+            processor.read_video(item.video, num_frames=num_frames, frame_sampling=frame_sampling, **read_options)
+            for item in group
+        ]
+        media = processor(videos=clips, return_tensors="pt", num_frames=num_frames)
         questions = [question for item in group for question in item.questions]
         text = processor(text=questions, return_tensors="pt")
         # which video each question is about: (num_questions,)
         owner = torch.tensor([index for index, item in enumerate(group) for _ in item.questions])
+        # a video of which neither a frame nor a sound could be used: (num_videos,)
+        unreadable = ~(media["video_chunk_mask"] | media["audio_chunk_mask"]).any(dim=1)
         return {"media": dict(media), "input_ids": text["input_ids"], "attention_mask": text["attention_mask"],
-                "owner": owner}
+                "owner": owner, "unreadable": unreadable[owner]}
 
     def _forward(self, model_inputs, generate_kwargs=None):
         # The user's settings (from this call and from pipeline()), over the pipeline's defaults.
@@ -162,7 +163,12 @@ class VideoQuestionAnsweringPipeline(Pipeline):
             media_chunk_mask=encoded.media_chunk_mask[owner],
             **generate_kwargs,
         )
-        return {"generated": generated, "input_ids": model_inputs["input_ids"]}
+        return {"generated": generated, "input_ids": model_inputs["input_ids"], "unreadable": model_inputs["unreadable"]}
 
     def postprocess(self, model_outputs):
-        return self.processor.post_process_answer(model_outputs["generated"], model_outputs["input_ids"])
+        """The decoded answers; where there is nothing to show, a sentence saying why instead of ""."""
+        answers = self.processor.post_process_answer(model_outputs["generated"], model_outputs["input_ids"])
+        return [
+            UNREADABLE_ANSWER if unreadable else answer or EMPTY_ANSWER
+            for answer, unreadable in zip(answers, model_outputs["unreadable"].tolist())
+        ]

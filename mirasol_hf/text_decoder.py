@@ -6,7 +6,8 @@ directly. The cross-attention blocks (`cross_attention_blocks.{j}`) are new: Fla
 initialised at zero, each placed before the decoder layer `config.cross_attention_layers[j]`.
 
 Cache layout: the self-attention of layer `i` uses cache slot `i`; cross-attention block `j` stores the media
-keys/values once, at prefill, in slot `num_hidden_layers + j`, and every later step reads them from there.
+keys/values once, at prefill, in slot `num_hidden_layers + j` (a `MirasolCrossAttentionCacheLayer`, which
+`cache.crop()` leaves whole), and every later step reads them from there.
 """
 
 from __future__ import annotations
@@ -14,13 +15,30 @@ from __future__ import annotations
 import torch
 from torch import nn
 from transformers.activations import ACT2FN
-from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
+from transformers.cache_utils import Cache, DynamicCache, DynamicLayer, StaticLayer
 from transformers.masking_utils import create_causal_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.models.llama.modeling_llama import LlamaRMSNorm, LlamaRotaryEmbedding
 
 from .configuration_mirasol import MirasolTextConfig
 from .layers import MirasolAttention, additive_mask
+
+
+class MirasolCrossAttentionCacheLayer(DynamicLayer):
+    """Cache slot of a cross-attention block: the media keys/values (B, heads, T*m, D), written once at prefill.
+
+    `crop()` leaves them whole: what assisted / prompt-lookup decoding crops are rejected draft text tokens.
+    """
+
+    def crop(self, tokens_to_remove: int) -> None:
+        pass
+
+
+class MirasolStaticCrossAttentionCacheLayer(StaticLayer):
+    """`MirasolCrossAttentionCacheLayer` for a static cache (`cache_implementation="static"`), `T*m` long."""
+
+    def crop(self, tokens_to_remove: int) -> None:
+        pass
 
 
 class MirasolTextMLP(nn.Module):
@@ -64,12 +82,14 @@ class MirasolTextDecoderLayer(GradientCheckpointingLayer):
         self.post_attention_layernorm = LlamaRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
 
     def forward(self, hidden_states, attention_mask=None, position_embeddings=None, cache=None, **kwargs):
-        hidden_states = hidden_states + self.self_attn(
+        attended, _ = self.self_attn(
             self.input_layernorm(hidden_states),
             attention_mask=attention_mask,
             position_embeddings=position_embeddings,
             cache=cache,
+            **kwargs,
         )
+        hidden_states = hidden_states + attended
         return hidden_states + self.mlp(self.post_attention_layernorm(hidden_states))
 
 
@@ -92,13 +112,16 @@ class MirasolGatedCrossAttentionBlock(GradientCheckpointingLayer):
         else:
             self.mlp = None
 
-    def forward(self, hidden_states, media_latents=None, media_attention_mask=None, has_media=None, cache=None):
-        attended = self.cross_attn(
+    def forward(
+        self, hidden_states, media_latents=None, media_attention_mask=None, has_media=None, cache=None, **kwargs
+    ):
+        attended, _ = self.cross_attn(
             self.input_layernorm(hidden_states),
             key_value_states=media_latents,
             attention_mask=media_attention_mask,
             cache=cache,
             is_cross_attention=True,
+            **kwargs,
         )
         # Samples without any media chunk get no cross-attention update at all.
         attended = attended * has_media
@@ -138,7 +161,7 @@ class MirasolTextModel(nn.Module):
         # A cache built from the config has one slot per decoder layer; the cross-attention blocks need theirs too.
         needed = self.config.num_hidden_layers + len(self.cross_attention_blocks)
         while len(cache.layers) < needed:
-            cache.layers.append(DynamicLayer())
+            cache.layers.append(MirasolCrossAttentionCacheLayer())
 
     def forward(
         self,
@@ -150,13 +173,14 @@ class MirasolTextModel(nn.Module):
         cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
+        **kwargs,
     ) -> tuple[torch.Tensor, Cache | None]:
         """Runs the decoder.
 
         `media_latents` (B, T, m, d) and `media_chunk_mask` (B, T) are the latent model's outputs. On decoding steps
         leave `media_latents` None (the cache holds their keys/values) but keep passing `media_chunk_mask`; with
-        neither latents nor cached media (text-only input) the cross-attention blocks are skipped.
-        Returns the final hidden states (B, L, hidden) and the cache.
+        neither latents nor cached media (text-only input) the cross-attention blocks are skipped. `kwargs` (e.g.
+        `output_attentions`) reach the attention functions. Returns the final hidden states (B, L, hidden) and the cache.
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
@@ -215,11 +239,13 @@ class MirasolTextModel(nn.Module):
                     media_attention_mask=media_attention_mask,
                     has_media=has_media,
                     cache=cache,
+                    **kwargs,
                 )
             hidden_states = layer(
                 hidden_states,
                 attention_mask=causal_mask,
                 position_embeddings=position_embeddings,
                 cache=cache,
+                **kwargs,
             )
         return self.norm(hidden_states), cache

@@ -41,4 +41,4 @@ def test_cli_bad_inputs_give_clear_messages(tiny_checkpoint, sample_clip, tmp_pa
     code, err = run("answer", sample_clip, "what?", "--model", tiny_checkpoint, "--frames", "6", "--quiet")
     assert code == 2 and "multiple" in err
     code, err = run("answer", sample_clip, "what?", "--model", tmp_path / "nothing-here", "--quiet")
-    assert code == 2 and "cannot load" in err
+    assert code == 2 and "no such folder" in err

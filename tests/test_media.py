@@ -202,9 +202,12 @@ def test_text_file_named_mp4_is_a_value_error(tmp_path):
         read_media(tmp_path / "notes.mp4", 4)
 
 
-def test_audio_only_container_is_a_value_error(tmp_path):
+def test_audio_only_container_reads_as_sound_alone_and_without_audio_is_a_value_error(tmp_path):
+    path = write_audio_only(tmp_path / "song.m4a")
+    clip = read_media(path, 4)  # sound alone: no frames, the audio of the whole file (tests/test_audio_only.py)
+    assert not clip.has_video and clip.waveform is not None
     with pytest.raises(MediaError, match="song.m4a: no video stream"):
-        read_media(write_audio_only(tmp_path / "song.m4a"), 4)
+        read_media(path, 4, read_audio=False)
 
 
 def test_truncated_file_without_its_index_is_a_value_error(clip_path, tmp_path):

@@ -174,7 +174,7 @@ def test_bad_inputs_are_value_errors(processor, clips, tmp_path):
     with pytest.raises(ValueError, match="uint8"):
         processor(videos=np.zeros((4, 8, 8, 3), np.float32), text="what?")
     with pytest.raises(TypeError, match="unexpected"):
-        processor(videos=clips["long"], text="what?", fps=2)
+        processor(videos=clips["long"], text="what?", fsp=2)
 
 
 def test_post_process_answer_strips_the_prompt_and_what_follows_eos(processor, tokenizer):

@@ -1,0 +1,229 @@
+"""Decoding the audio track to a mono waveform at the requested rate, only over the time window that is needed.
+
+Decoded frames are checked against the stream (channel count, sample rate) before they are converted, mixed to mono
+and resampled block by block as they come, so memory holds the output waveform and one block, never the decoded
+track.
+"""
+
+import av
+import numpy as np
+
+from .media_errors import logger
+
+
+# Decoded samples are mixed to mono and resampled in blocks of this many samples (per channel).
+RESAMPLE_BLOCK_SAMPLES = 1 << 20
+# Audio frames whose timestamp is this close to the end of the previous one continue it (timestamp rounding);
+# farther apart they are placed at their own time, with silence in a gap.
+AUDIO_JITTER_SECONDS = 1e-3
+# Decoding starts this long before the needed window: codecs with overlapping transforms (AAC, MP3, AC-3) need the
+# packets before a window to rebuild its first samples.
+AUDIO_PREROLL_SECONDS = 0.5
+# More channels than this are not converted: PyAV reads at most 8 planes, and garbage packets decode into frames
+# with dozens of channels (converting those crashes the process).
+MAX_DECODED_CHANNELS = 8
+# A jump in audio timestamps longer than this is a damaged timestamp, not a gap to fill with silence.
+MAX_AUDIO_GAP_SECONDS = 60.0
+
+
+def audio_stream_problem(audio_stream) -> str | None:
+    """Why `audio_stream` cannot be decoded, or None."""
+    codec = audio_stream.codec_context
+    if codec is None:
+        return f"unknown audio codec (tag {audio_stream.codec_tag!r})"
+    channels = codec.channels
+    if channels > MAX_DECODED_CHANNELS:
+        return f"{channels} audio channels, more than the {MAX_DECODED_CHANNELS} supported"
+    if not codec.sample_rate or codec.sample_rate <= 0:
+        return "no audio sample rate"
+    return None
+
+
+def _decode_audio(
+    audio_stream, packets: list, sampling_rate: int, window: tuple[float, float], name: str
+) -> tuple[np.ndarray | None, float, int]:
+    """(mono waveform at `sampling_rate`, time of its first sample, damaged packets) over `window` (seconds on the
+    container clock, both ends may be infinite)."""
+    codec = audio_stream.codec_context
+    expected_channels = codec.channels
+    time_base = float(audio_stream.time_base) if audio_stream.time_base else None
+    track = _MonoTrack(sampling_rate, window, name)
+    needed = _packets_in_window(packets, time_base, window)
+    errors = 0
+    for position, packet in enumerate(needed + [None]):  # None drains the decoder's last frames
+        try:
+            for frame in codec.decode(packet):
+                channels = frame.layout.nb_channels
+                if frame.samples <= 0 or not 0 < channels <= MAX_DECODED_CHANNELS or frame.sample_rate <= 0:
+                    errors += 1
+                    continue
+                if expected_channels and channels != expected_channels:
+                    errors += 1
+                    continue
+                if not track.add(frame):
+                    break
+        except av.EOFError:
+            pass
+        except av.FFmpegError:
+            # A last packet cut short (a file ending mid-packet) is dropped by FFmpeg's own tools without a word.
+            if position != len(needed) - 1 or packet is not packets[-1]:
+                errors += 1
+        if track.done:
+            break
+    waveform, origin = track.finish()
+    return waveform, origin, errors
+
+
+def _packets_in_window(packets: list, time_base: float | None, window: tuple[float, float]) -> list:
+    """The packets that decode into `window`, with `AUDIO_PREROLL_SECONDS` before it."""
+    start, end = window
+    if time_base is None or any(packet.pts is None for packet in packets) or (start == -np.inf and end == np.inf):
+        return packets
+    return [
+        packet
+        for packet in packets
+        if (packet.pts + (packet.duration or 0)) * time_base >= start - AUDIO_PREROLL_SECONDS
+        and packet.pts * time_base <= end
+    ]
+
+
+class _MonoTrack:
+    """Decoded audio placed by its timestamps (a lost packet leaves a gap instead of shifting time), cut to a window,
+    mixed to mono and resampled to the target rate block by block."""
+
+    def __init__(self, target_rate: int, window: tuple[float, float], name: str):
+        self.target_rate, self.name = target_rate, name
+        self.window_start, self.window_end = window
+        self.source_rate = None
+        self.origin = None  # time of the first kept sample, seconds
+        self.cursor = 0  # source samples placed since `origin`
+        self.pending = []  # (C, S) decoded arrays or (S,) float32 silence, in order
+        self.pending_samples = 0
+        self.resampler = None
+        self.outputs = []
+        self.done = False
+        self.warned_rate = False
+
+    def add(self, frame: "av.AudioFrame") -> bool:
+        """Place one decoded frame; False once the window's end is reached."""
+        rate, start = frame.sample_rate, frame.time
+        if self.source_rate is None:
+            self.source_rate = rate
+            self.resampler = _Resampler(rate, self.target_rate)
+        elif rate != self.source_rate:
+            if not self.warned_rate:
+                logger.warning(
+                    "%s: the audio sample rate changes mid-stream; keeping the %d Hz parts only",
+                    self.name,
+                    self.source_rate,
+                )
+                self.warned_rate = True
+            return True
+        samples = frame.samples
+        skip = 0  # leading samples of the frame to drop
+        if self.origin is None:
+            if start is None:
+                start = max(self.window_start, 0.0)
+            skip = max(0, round((self.window_start - start) * rate)) if self.window_start > -np.inf else 0
+            if skip >= samples:
+                return True
+            self.origin = start + skip / rate
+        elif start is not None:
+            offset = round((start - self.origin) * rate)
+            jitter = round(AUDIO_JITTER_SECONDS * rate)
+            if abs(offset - self.cursor) > jitter and abs(offset - self.cursor) <= MAX_AUDIO_GAP_SECONDS * rate:
+                if offset > self.cursor:
+                    self._push(np.zeros(offset - self.cursor, np.float32))
+                else:
+                    skip = self.cursor - offset  # overlaps what is placed already
+                    if skip >= samples:
+                        return True
+        keep = samples - skip
+        if self.window_end < np.inf:
+            keep = min(keep, round((self.window_end - self.origin) * rate) - self.cursor)
+        if keep > 0:
+            array = frame.to_ndarray()
+            if not frame.format.is_planar:
+                array = array.reshape(-1, frame.layout.nb_channels).T  # (1, S * C) interleaved -> (C, S)
+            self._push(array[:, skip : skip + keep])
+        if self.window_end < np.inf and self.origin + self.cursor / rate >= self.window_end:
+            self.done = True
+        return not self.done
+
+    def _push(self, piece: np.ndarray):
+        self.pending.append(piece)
+        self.pending_samples += piece.shape[-1]
+        self.cursor += piece.shape[-1]
+        if self.pending_samples >= RESAMPLE_BLOCK_SAMPLES:
+            self._flush()
+
+    def _flush(self):
+        monos, run = [], []
+        for piece in self.pending + [None]:
+            # Consecutive decoded arrays of one layout are mixed in one go: per-frame numpy calls cost more than
+            # decoding AAC does.
+            if piece is not None and piece.ndim == 2 and (not run or run[0].shape[0] == piece.shape[0]):
+                run.append(piece if not run or piece.dtype == run[0].dtype else piece.astype(run[0].dtype))
+                continue
+            if run:
+                monos.append(_to_mono(np.concatenate(run, axis=1)))
+                run = []
+            if piece is not None and piece.ndim == 2:
+                run = [piece]
+            elif piece is not None:
+                monos.append(piece)
+        if monos:
+            self.outputs += self.resampler.feed(np.concatenate(monos))
+        self.pending, self.pending_samples = [], 0
+
+    def finish(self) -> tuple[np.ndarray | None, float]:
+        """The placed track as `(S,)` float32 at the target rate, and the time of its first sample."""
+        if self.source_rate is None or self.cursor == 0:
+            return None, 0.0
+        self._flush()
+        self.outputs += self.resampler.feed(None)
+        return np.concatenate(self.outputs).astype(np.float32, copy=False), float(self.origin)
+
+
+def _to_mono(array: np.ndarray) -> np.ndarray:
+    """`(C, S)` decoded samples of any sample format -> `(S,)` float32 in [-1, 1], channels averaged."""
+    if np.issubdtype(array.dtype, np.floating):
+        array = array.astype(np.float32, copy=False)
+    elif np.issubdtype(array.dtype, np.signedinteger):
+        array = array.astype(np.float32) / float(np.iinfo(array.dtype).max + 1)
+    else:  # unsigned 8-bit PCM is centred on 128
+        midpoint = (np.iinfo(array.dtype).max + 1) // 2
+        array = (array.astype(np.float32) - midpoint) / float(midpoint)
+    return array.mean(axis=0)
+
+
+class _Resampler:
+    """Mono float32 blocks at `source_rate` -> blocks at `target_rate`, one FFmpeg resampler across blocks."""
+
+    def __init__(self, source_rate: int, target_rate: int):
+        self.source_rate = source_rate
+        self.resampler = None
+        if source_rate != target_rate:
+            self.resampler = av.AudioResampler(format="flt", layout="mono", rate=target_rate)
+
+    def feed(self, mono: np.ndarray | None) -> list[np.ndarray]:
+        """Resampled output for `mono` (None: the resampler's last samples)."""
+        if self.resampler is None:
+            return [] if mono is None else [mono.astype(np.float32, copy=False)]
+        if mono is None:
+            return [resampled.to_ndarray()[0] for resampled in self.resampler.resample(None)]
+        outputs = []
+        for start in range(0, len(mono), RESAMPLE_BLOCK_SAMPLES):
+            block = np.ascontiguousarray(mono[None, start : start + RESAMPLE_BLOCK_SAMPLES], np.float32)  # (1, S)
+            frame = av.AudioFrame.from_ndarray(block, format="flt", layout="mono")
+            frame.sample_rate = self.source_rate
+            outputs += [resampled.to_ndarray()[0] for resampled in self.resampler.resample(frame)]
+        return outputs
+
+
+def _resample(mono: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
+    """`(S,)` mono at `source_rate` -> `(S',)` float32 at `target_rate`."""
+    if len(mono) == 0:
+        return mono.astype(np.float32)
+    resampler = _Resampler(source_rate, target_rate)
+    return np.concatenate(resampler.feed(mono) + resampler.feed(None)).astype(np.float32, copy=False)
