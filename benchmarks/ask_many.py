@@ -62,10 +62,11 @@ def main():
         questions = [f"question number {i} about the video?" for i in range(args.questions)]
         settings = {"num_frames": args.frames, "max_new_tokens": args.new_tokens, "min_new_tokens": args.new_tokens}
 
+        one_call = f"{args.questions} questions, one call (video encoded once)"
         results = compare(
             {
                 "1 question": lambda: pipe(video, questions[0], **settings),
-                f"{args.questions} questions, one call (video encoded once)": lambda: pipe(video, questions, **settings),
+                one_call: lambda: pipe(video, questions, **settings),
                 f"{args.questions} independent calls": lambda: [pipe(video, q, **settings) for q in questions],
             },
             rounds=args.rounds,

@@ -46,7 +46,8 @@ def combiner_table(rounds: int, m: int):
     video, audio = torch.randn(1, CHUNKS, VIDEO_TOKENS, WIDTH), torch.randn(1, CHUNKS, AUDIO_TOKENS, WIDTH)
     mask = torch.ones(1, CHUNKS, dtype=torch.bool)
     with torch.inference_mode():
-        torch.testing.assert_close(combiner.combine(video, audio, mask, mask), full_computation(combiner, video, audio, mask))
+        expected = full_computation(combiner, video, audio, mask)
+        torch.testing.assert_close(combiner.combine(video, audio, mask, mask), expected)
         results = compare(
             {
                 "full computation (before)": lambda: full_computation(combiner, video, audio, mask),

@@ -69,9 +69,6 @@ class MirasolTransformerCombiner(MirasolCombiner):
     def __init__(self, config: MirasolCombinerConfig, video_hidden_size: int, audio_hidden_size: int):
         super().__init__(config, video_hidden_size, audio_hidden_size)
         self.encoder = MirasolEncoder(config)
-        for layer in self.encoder.layers:
-            # Read by SDPA when no mask is passed: the causal mask is then SDPA's own, never built.
-            layer.self_attn.is_causal = config.attention_type == "causal"
 
     def combine(self, video_tokens, audio_tokens, video_chunk_mask, audio_chunk_mask) -> torch.Tensor:
         tokens = self.chunk_tokens(video_tokens, audio_tokens, video_chunk_mask, audio_chunk_mask)
@@ -79,25 +76,28 @@ class MirasolTransformerCombiner(MirasolCombiner):
         m = self.config.num_output_tokens
         if length < m:
             raise ValueError(f"a chunk has {length} video + audio tokens, fewer than num_output_tokens={m}")
+        causal = self.config.attention_type == "causal"
+        sdpa_causal = causal and self.config._attn_implementation == "sdpa"  # SDPA's own mask, never built
         mask = kept_rows_mask = None
-        if self.config.attention_type == "causal":
-            causal = torch.ones(length, length, dtype=torch.bool, device=tokens.device).tril()
-            kept_rows_mask = additive_mask(causal[None, None, -m:], tokens.dtype)  # (1, 1, m, L)
-            if self.config._attn_implementation != "sdpa":  # SDPA takes is_causal instead
-                mask = additive_mask(causal[None, None], tokens.dtype)  # (1, 1, L, L)
+        if causal:
+            allowed = torch.ones(length, length, dtype=torch.bool, device=tokens.device).tril()
+            kept_rows_mask = additive_mask(allowed[None, None, -m:], tokens.dtype)  # (1, 1, m, L)
+            if not sdpa_causal:
+                mask = additive_mask(allowed[None, None], tokens.dtype)  # (1, 1, L, L)
         hidden = tokens.reshape(batch * num_chunks, length, width)  # (B*T, L, d)
         layers = list(self.encoder.layers)
         for layer in layers[:-1]:
-            hidden = layer(hidden, attention_mask=mask)
-        kept = self._kept_tokens_through(layers[-1], hidden, m, kept_rows_mask) if layers else hidden[:, -m:]  # (B*T, m, d)
-        return self.encoder.norm(kept).reshape(batch, num_chunks, m, width)  # (B, T, m, d)
+            hidden = layer(hidden, attention_mask=mask, is_causal=sdpa_causal)
+        kept = self._kept_tokens_through(layers[-1], hidden, m, kept_rows_mask) if layers else hidden[:, -m:]
+        return self.encoder.norm(kept).reshape(batch, num_chunks, m, width)  # (B*T, m, d) -> (B, T, m, d)
 
     @staticmethod
     def _kept_tokens_through(layer, hidden: torch.Tensor, m: int, attention_mask) -> torch.Tensor:
         """`layer(hidden)[:, -m:]` (`MirasolEncoderLayer.forward`'s pre-LayerNorm block) computed for the last m
         tokens only: they are the queries, every token gives keys and values. (B*T, L, d) -> (B*T, m, d)."""
         normed = layer.layer_norm1(hidden)
-        kept = hidden[:, -m:] + layer.self_attn(normed[:, -m:], key_value_states=normed, attention_mask=attention_mask)
+        attended, _ = layer.self_attn(normed[:, -m:], key_value_states=normed, attention_mask=attention_mask)
+        kept = hidden[:, -m:] + attended
         return kept + layer.mlp(layer.layer_norm2(kept))
 
 
