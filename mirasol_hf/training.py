@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from transformers import Trainer
 
+from .modeling_mirasol import media_loss_pairs
 from .processing_mirasol import IGNORE_INDEX
 from .tokenization_mirasol import DEFAULT_VOCAB_SIZE, build_tokenizer
 
@@ -101,15 +102,26 @@ class MirasolDataCollator:
     stacks video and audio with their chunk masks and, with `with_answers`, adds `labels` (-100 on the prompt and
     padding). With `with_answers=False` the batch is prompts only, for `generate()`.
 
+    Rows grouped by clip (`mirasol_hf.data.group_by_clip`: `question` and `answer` are lists) give one media row per
+    clip and one text row per question, with `media_index` (B_text,) pointing each question at its clip: a clip is
+    decoded and encoded once per batch however many questions ride on it. `questions_per_clip` keeps a random subset
+    of at most that many questions of each clip (drawn from torch's generator, so Trainer's seed and each DataLoader
+    worker's seed govern it); None keeps them all.
+
     Trainer drops dataset columns that the model's `forward` does not name unless `remove_unused_columns=False`;
     the collator needs `video`, `question` (and `answer`), so set that (examples/finetune.py does).
     """
 
     processor: object
     with_answers: bool = True
+    questions_per_clip: int | None = None
     video_column: str = "video"
     question_column: str = "question"
     answer_column: str = "answer"
+
+    def __post_init__(self):
+        if self.questions_per_clip is not None and self.questions_per_clip < 1:
+            raise ValueError(f"questions_per_clip must be at least 1 (or None for all), got {self.questions_per_clip}")
 
     def __call__(self, rows: list[dict]) -> dict:
         needed = [self.video_column, self.question_column] + ([self.answer_column] if self.with_answers else [])
@@ -121,10 +133,31 @@ class MirasolDataCollator:
                 "TrainingArguments(remove_unused_columns=False)."
             )
         videos = [self._video(row) for row in rows]
-        questions = [row[self.question_column] for row in rows]
-        answers = [row[self.answer_column] for row in rows] if self.with_answers else None
-        batch = self.processor(videos=videos, text=questions, answers=answers, return_tensors="pt")
-        return dict(batch)
+        if not isinstance(rows[0][self.question_column], list):
+            questions = [row[self.question_column] for row in rows]
+            answers = [row[self.answer_column] for row in rows] if self.with_answers else None
+            return dict(self.processor(videos=videos, text=questions, answers=answers, return_tensors="pt"))
+
+        questions, answers, media_index = [], [], []
+        for clip, row in enumerate(rows):
+            kept = self.question_positions(row)
+            questions += [row[self.question_column][position] for position in kept]
+            if self.with_answers:
+                answers += [row[self.answer_column][position] for position in kept]
+            media_index += [clip] * len(kept)
+        batch = dict(self.processor(videos=videos, return_tensors="pt"))
+        batch.update(self.processor(text=questions, answers=answers if self.with_answers else None, return_tensors="pt"))
+        batch["media_index"] = torch.tensor(media_index, dtype=torch.long)  # (B_text,): each question's clip
+        return batch
+
+    def question_positions(self, row: dict) -> list[int]:
+        """Which of a grouped row's questions go into the batch (positions in its lists, in order)."""
+        count = len(row[self.question_column])
+        if count == 0:
+            raise ValueError(f"clip {row[self.video_column]!r} has no questions")
+        if self.questions_per_clip is None or count <= self.questions_per_clip:
+            return list(range(count))
+        return sorted(torch.randperm(count)[: self.questions_per_clip].tolist())
 
     def _video(self, row: dict):
         times = {key: row[key] for key in TIME_RANGE_COLUMNS if row.get(key) is not None}
@@ -264,6 +297,18 @@ class MediaAugmentation:
 LOSS_COMPONENTS = ("text_loss", "latent_loss", "reconstruction_loss")
 
 
+def batch_media_loss_pairs(batch: dict) -> torch.Tensor | None:
+    """`media_loss_pairs` of a collated batch (its chunk masks, one row per clip); None without media or masks."""
+    has_video, has_audio = batch.get("pixel_values_videos") is not None, batch.get("input_features") is not None
+    video_chunk_mask, audio_chunk_mask = batch.get("video_chunk_mask"), batch.get("audio_chunk_mask")
+    if not (has_video or has_audio) or (has_video and video_chunk_mask is None) or (has_audio and audio_chunk_mask is None):
+        return None
+    # As the model's encode_media: a modality not given counts as absent in every chunk.
+    masks = [mask.bool() for mask, given in ((video_chunk_mask, has_video), (audio_chunk_mask, has_audio)) if given]
+    media_chunk_mask = masks[0] if len(masks) == 1 else masks[0] | masks[1]
+    return media_loss_pairs(media_chunk_mask, video_chunk_mask if has_video else None)
+
+
 class MirasolTrainer(Trainer):
     """`Trainer` that logs each loss component next to the total and applies `augmentation` in training steps.
 
@@ -285,10 +330,36 @@ class MirasolTrainer(Trainer):
         self.augmentation = augmentation
         # [text CE sum, text tokens, latent sum, latent count, reconstruction sum, reconstruction count]
         self._component_totals = None
+        # (2,) chunk pairs of the latent and reconstruction losses in the batch Trainer last counted items of
+        self._media_pairs_in_batch = None
+
+    def _get_num_items_in_batch(self, batch_samples: list, device) -> torch.Tensor | int | None:
+        """Trainer's count of supervised tokens, and beside it the media losses' chunk pairs (`media_loss_pairs`).
+
+        The model divides the text loss's sum by the tokens of the whole accumulated batch; with the pairs it does
+        the same for the latent and reconstruction losses, so k micro-batches (of any sizes, on any number of
+        processes) add up to exactly the gradient of one k-times larger batch for every loss.
+        """
+        num_items_in_batch = super()._get_num_items_in_batch(batch_samples, device)
+        self._media_pairs_in_batch = None
+        if num_items_in_batch is None:
+            return None
+        counts = [batch_media_loss_pairs(batch) for batch in batch_samples]
+        if any(count is None for count in counts):
+            return num_items_in_batch  # the model falls back to weighting media losses by token share
+        pairs = torch.stack(counts).sum(dim=0).to(device)
+        if self.args.average_tokens_across_devices and self.args.world_size > 1:
+            # As Trainer does for the tokens: the loss is then scaled by the number of processes, which DDP/FSDP's
+            # gradient averaging undoes.
+            pairs = self.accelerator.gather(pairs[None]).sum(dim=0)
+        self._media_pairs_in_batch = pairs
+        return num_items_in_batch
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if self.augmentation is not None and model.training:
             inputs = self.augmentation(inputs)
+        if num_items_in_batch is not None and self._media_pairs_in_batch is not None:
+            inputs = {**inputs, "media_pairs_in_batch": self._media_pairs_in_batch}
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
         if model.training and "labels" in inputs:
             self._accumulate_components(outputs, inputs["labels"], num_items_in_batch)
