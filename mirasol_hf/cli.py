@@ -1,4 +1,5 @@
-"""Command line: `mirasol-hf answer VIDEO "question" [--model PATH] [--frames N] [--json]`."""
+"""Command line: `mirasol-hf answer VIDEO "question" [--model PATH] [--frames N] [--json]`;
+`mirasol-hf preprocess ...` (a training cache, see mirasol_hf.preprocess)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     answer.add_argument("--num-beams", type=int, default=1, help="beam search width (1: greedy)")
     answer.add_argument("--json", action="store_true", help="print JSON instead of text")
     answer.add_argument("--quiet", action="store_true", help="no progress bar")
+    commands.add_parser("preprocess", help="decode a data set's videos once into a training cache (see --help)")
     return parser
 
 
@@ -81,6 +83,15 @@ def answer(args) -> int:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["preprocess"]:
+        # Its options and imports (datasets, the training code) live in mirasol_hf.preprocess.
+        from . import preprocess
+
+        parser = argparse.ArgumentParser(prog="mirasol-hf preprocess", description=preprocess.__doc__,
+                                         formatter_class=argparse.RawDescriptionHelpFormatter)
+        preprocess.add_arguments(parser)
+        return preprocess.run(parser.parse_args(argv[1:]))
     args = _parser().parse_args(argv)
     return answer(args)
 

@@ -257,24 +257,32 @@ class MirasolProcessor(ProcessorMixin):
         return clip
 
     def _process_videos(self, video_list: list) -> dict:
+        media = self.decode_videos(video_list)
+        return {"pixel_values_videos": self.normalize_frames(media.pop("frames")), **media}
+
+    def decode_videos(self, video_list: list) -> dict:
+        """Videos -> `frames` (B, F, S, S, 3) uint8, `input_features`, `video_chunk_mask`, `audio_chunk_mask`: the
+        media inputs before frame normalisation (what a preprocessed cache stores; see mirasol_hf.preprocess)."""
         clips = [self.read_video(video) for video in video_list]
-        frames = np.stack([clip.frames for clip in clips])  # (B, F, S, S, 3) uint8
-        mean = np.asarray(self.image_mean, np.float32)
-        std = np.asarray(self.image_std, np.float32)
-        pixels = (frames.astype(np.float32) / PIXEL_MAX - mean) / std
-        pixel_values = np.ascontiguousarray(pixels.transpose(0, 1, 4, 2, 3))  # (B, F, S, S, 3) -> (B, F, 3, S, S)
         audio = self.feature_extractor(
             [clip.waveform for clip in clips],
             chunk_windows=[clip.chunk_windows(self.num_chunks) for clip in clips],
             waveform_start_times=[clip.waveform_start_time for clip in clips],
         )
         return {
-            "pixel_values_videos": pixel_values,
+            "frames": np.stack([clip.frames for clip in clips]),  # (B, F, S, S, 3) uint8
             # Every clip fills every chunk: short clips repeat frames evenly instead of leaving chunks empty.
             "video_chunk_mask": np.ones((len(clips), self.num_chunks), dtype=bool),
             "input_features": audio["input_features"],
             "audio_chunk_mask": audio["audio_chunk_mask"],
         }
+
+    def normalize_frames(self, frames: np.ndarray) -> np.ndarray:
+        """uint8 frames (B, F, S, S, 3) -> the model's `pixel_values_videos` (B, F, 3, S, S) float32."""
+        mean = np.asarray(self.image_mean, np.float32)
+        std = np.asarray(self.image_std, np.float32)
+        pixels = (np.asarray(frames).astype(np.float32) / PIXEL_MAX - mean) / std
+        return np.ascontiguousarray(pixels.transpose(0, 1, 4, 2, 3))  # (B, F, S, S, 3) -> (B, F, 3, S, S)
 
     def _tokenize(self, prompts, answers, add_special_tokens, padding, max_length, pad_to_multiple_of) -> dict:
         prompt_ids = self.tokenizer(prompts, add_special_tokens=add_special_tokens)["input_ids"]

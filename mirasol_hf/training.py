@@ -12,10 +12,12 @@ See docs/training.md for the recipes.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from transformers import Trainer
 
@@ -91,6 +93,8 @@ def apply_training_stage(model, stage: str) -> list[str]:
 # ---- data collator --------------------------------------------------------------------------------------------------
 
 TIME_RANGE_COLUMNS = ("start_time", "end_time")
+# Columns of a clip preprocessed by mirasol_hf.preprocess: `MirasolProcessor.decode_videos`'s outputs, one clip each.
+CACHED_MEDIA = ("frames", "input_features", "video_chunk_mask", "audio_chunk_mask")
 
 
 @dataclass
@@ -132,11 +136,12 @@ class MirasolDataCollator:
                 f"{missing}). Trainer removes columns that the model's forward() does not take unless "
                 "TrainingArguments(remove_unused_columns=False)."
             )
-        videos = [self._video(row) for row in rows]
+        batch = self._media(rows)
         if not isinstance(rows[0][self.question_column], list):
             questions = [row[self.question_column] for row in rows]
             answers = [row[self.answer_column] for row in rows] if self.with_answers else None
-            return dict(self.processor(videos=videos, text=questions, answers=answers, return_tensors="pt"))
+            batch.update(self.processor(text=questions, answers=answers, return_tensors="pt"))
+            return batch
 
         questions, answers, media_index = [], [], []
         for clip, row in enumerate(rows):
@@ -145,10 +150,26 @@ class MirasolDataCollator:
             if self.with_answers:
                 answers += [row[self.answer_column][position] for position in kept]
             media_index += [clip] * len(kept)
-        batch = dict(self.processor(videos=videos, return_tensors="pt"))
         batch.update(self.processor(text=questions, answers=answers if self.with_answers else None, return_tensors="pt"))
         batch["media_index"] = torch.tensor(media_index, dtype=torch.long)  # (B_text,): each question's clip
         return batch
+
+    def _media(self, rows: list[dict]) -> dict:
+        """The media tensors: decoded from the videos, or read from a preprocessed cache's rows (`CACHED_MEDIA`)."""
+        if CACHED_MEDIA[0] not in rows[0]:
+            return dict(self.processor(videos=[self._video(row) for row in rows], return_tensors="pt"))
+        media = {name: np.stack([np.asarray(row[name]) for row in rows]) for name in CACHED_MEDIA}
+        expected = (self.processor.num_frames, self.processor.image_size, self.processor.image_size, 3)
+        if media["frames"].shape[1:] != expected or media["frames"].dtype != np.uint8:
+            raise ValueError(
+                f"the preprocessed cache holds frames {media['frames'].dtype} {media['frames'].shape[1:]}, the "
+                f"processor expects uint8 {expected}: preprocess again with this model's settings"
+            )
+        pixel_values = self.processor.normalize_frames(media.pop("frames"))
+        return {
+            "pixel_values_videos": torch.from_numpy(pixel_values),
+            **{name: torch.from_numpy(np.ascontiguousarray(values)) for name, values in media.items()},
+        }
 
     def question_positions(self, row: dict) -> list[int]:
         """Which of a grouped row's questions go into the batch (positions in its lists, in order)."""
@@ -309,6 +330,38 @@ def batch_media_loss_pairs(batch: dict) -> torch.Tensor | None:
     return media_loss_pairs(media_chunk_mask, video_chunk_mask if has_video else None)
 
 
+def fsdp_requested(args) -> bool:
+    """Whether FSDP was asked for: by TrainingArguments (`fsdp=...`) or by `accelerate launch` (a config with
+    `distributed_type: FSDP` sets ACCELERATE_USE_FSDP)."""
+    return args.fsdp_plugin_args is not None or os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+
+
+def enable_fsdp_on_cpu(trainer: Trainer) -> None:
+    """Turns FSDP on where Accelerate leaves it off: several CPU processes (gloo).
+
+    Accelerate enables FSDP only on accelerators and trains CPU processes with DDP whatever the config says. FSDP2's
+    `fully_shard` works on CPU meshes with gloo, so this switches the Trainer's Accelerator to FSDP2 (FSDP1 is not
+    supported on CPU) before the model is prepared; elsewhere it does nothing.
+    """
+    from accelerate import PartialState
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+    state = trainer.accelerator.state
+    if state.distributed_type != DistributedType.MULTI_CPU or not fsdp_requested(trainer.args):
+        return
+    if trainer.args.fsdp_plugin_args is not None:
+        plugin = FullyShardedDataParallelPlugin(**trainer.args.fsdp_plugin_args)
+    else:
+        plugin = FullyShardedDataParallelPlugin()  # from the FSDP_* variables accelerate launch sets
+    if plugin.fsdp_version != 2:
+        raise ValueError("FSDP on CPU needs FSDP2: set fsdp_version: 2 (fsdp_config={'version': 2})")
+    state.fsdp_plugin = plugin
+    state.distributed_type = DistributedType.FSDP
+    # Every AcceleratorState() copies PartialState's fields over its own: set it there too, as Accelerate does.
+    PartialState._shared_state["distributed_type"] = DistributedType.FSDP
+    trainer.is_fsdp_enabled = True
+
+
 class MirasolTrainer(Trainer):
     """`Trainer` that logs each loss component next to the total and applies `augmentation` in training steps.
 
@@ -332,6 +385,24 @@ class MirasolTrainer(Trainer):
         self._component_totals = None
         # (2,) chunk pairs of the latent and reconstruction losses in the batch Trainer last counted items of
         self._media_pairs_in_batch = None
+
+    def create_accelerator_and_postprocess(self):
+        super().create_accelerator_and_postprocess()
+        enable_fsdp_on_cpu(self)
+
+    def _save(self, output_dir=None, state_dict=None):
+        # FSDP2 swaps the model's class for a subclass it makes (FSDPMirasol...), which save_pretrained would write
+        # into the checkpoint's auto_map, copying FSDP's source files beside it: save under the model's own class.
+        sharded_class = type(self.model)
+        own_class = next(
+            (cls for cls in sharded_class.__mro__ if cls.__name__ == sharded_class.__name__.removeprefix("FSDP")),
+            sharded_class,
+        )
+        self.model.__class__ = own_class
+        try:
+            super()._save(output_dir, state_dict)
+        finally:
+            self.model.__class__ = sharded_class
 
     def _get_num_items_in_batch(self, batch_samples: list, device) -> torch.Tensor | int | None:
         """Trainer's count of supervised tokens, and beside it the media losses' chunk pairs (`media_loss_pairs`).
