@@ -15,6 +15,7 @@ in one process, alternating the measurements round after round (median, min-max 
   question), over the same questions.
 
 Wall and CPU seconds (this process and its finished DataLoader workers) are printed, with the load average.
+`--media-only` measures decoding and the cache alone (no model is built), e.g. at a large preset's media size.
 """
 
 import argparse
@@ -60,7 +61,7 @@ def _write_data(root: Path, clips: int, questions_per_clip: int, size: int, seco
     return annotation, videos
 
 
-def _model_and_processor(preset: str, texts: list[str]):
+def _model_and_processor(preset: str, texts: list[str], build_model: bool = True):
     tokenizer = build_tokenizer(texts, vocab_size=500)
     config = MirasolConfig.from_preset(
         preset,
@@ -68,7 +69,8 @@ def _model_and_processor(preset: str, texts: list[str]):
                      "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id},
     )
     torch.manual_seed(0)
-    return MirasolForConditionalGeneration(config).train(), MirasolProcessor.from_model_config(config, tokenizer)
+    model = MirasolForConditionalGeneration(config).train() if build_model else None
+    return model, MirasolProcessor.from_model_config(config, tokenizer)
 
 
 def _train_step(model, optimizer, batch: dict) -> None:
@@ -89,6 +91,8 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--video-size", type=int, default=128)
     parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--media-only", action="store_true",
+                        help="decoding and the cache only, no model (for presets too large to train here)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -96,11 +100,10 @@ def main():
     annotation, videos = _write_data(root, args.clips, args.questions_per_clip, args.video_size, args.seconds)
     rows = load_msrvtt_qa(annotation, videos)
     clips = group_by_clip(rows)
-    model, processor = _model_and_processor(args.preset, list(rows["question"]) + list(rows["answer"]))
+    model, processor = _model_and_processor(args.preset, list(rows["question"]) + list(rows["answer"]),
+                                            build_model=not args.media_only)
     preprocess(rows, processor, root / "cache", num_proc=args.workers)
     cache = load_cache(root / "cache")
-    # lr 0: every measurement times the same weights
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.0)
     collator = MirasolDataCollator(processor)
     questions = len(rows)
     batch_questions = args.batch_clips * args.questions_per_clip
@@ -113,7 +116,6 @@ def main():
             pass
         return len(dataset)
 
-    grouped_batch = next(iter(loader(cache, args.batch_clips)))
 
     def steps():
         for _ in range(2):
@@ -128,12 +130,18 @@ def main():
     measurements = {
         f"decode on the fly ({args.workers} workers)": ("clips", lambda: read_all(clips)),
         f"read the cache ({args.workers} workers)": ("clips", lambda: read_all(cache)),
-        f"training step, {args.preset} ({args.batch_clips} clips x {args.questions_per_clip} questions)":
-            ("clips", steps),
-        "decode + step, grouped by clip": ("questions", lambda: pipeline(clips, args.batch_clips)),
-        "decode + step, one row per question": ("questions", lambda: pipeline(rows, batch_questions)),
     }
-    _train_step(model, optimizer, grouped_batch)  # warm-up
+    if not args.media_only:
+        # lr 0: every measurement times the same weights
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.0)
+        grouped_batch = next(iter(loader(cache, args.batch_clips)))
+        measurements.update({
+            f"training step, {args.preset} ({args.batch_clips} clips x {args.questions_per_clip} questions)":
+                ("clips", steps),
+            "decode + step, grouped by clip": ("questions", lambda: pipeline(clips, args.batch_clips)),
+            "decode + step, one row per question": ("questions", lambda: pipeline(rows, batch_questions)),
+        })
+        _train_step(model, optimizer, grouped_batch)  # warm-up
     results = {name: [] for name in measurements}
     for round_index in range(args.rounds):
         names = list(measurements) if round_index % 2 == 0 else list(reversed(measurements))
@@ -141,28 +149,35 @@ def main():
             unit, run = measurements[name]
             wall, cpu = time.perf_counter(), _cpu_seconds()
             count = run()
-            results[name].append((count / (time.perf_counter() - wall), _cpu_seconds() - cpu, time.perf_counter() - wall))
+            wall, cpu = time.perf_counter() - wall, _cpu_seconds() - cpu
+            results[name].append((count / wall, cpu, wall, count / cpu))
 
     print(f"{args.clips} clips of {args.seconds:g} s at {args.video_size}x{args.video_size}, "
           f"{args.questions_per_clip} questions each ({questions}); preset {args.preset} "
           f"({processor.num_frames} frames at {processor.image_size}); {args.threads} threads; "
           f"median (min-max) of {args.rounds} alternating rounds; load average {os.getloadavg()[0]:.1f}")
-    print(f"| {'measurement':<68} | {'rate':>24} | {'wall s':>6} | {'CPU s':>6} |")
-    print(f"|{'-' * 70}|{'-' * 25}:|{'-' * 7}:|{'-' * 7}:|")
-    medians = {}
+    print(f"| {'measurement':<68} | {'per wall second':>28} | {'per CPU second':>14} | {'wall s':>6} | {'CPU s':>6} |")
+    print(f"|{'-' * 70}|{'-' * 29}:|{'-' * 15}:|{'-' * 7}:|{'-' * 7}:|")
+    medians, cpu_medians = {}, {}
     for name, samples in results.items():
         unit = measurements[name][0]
-        rates = [rate for rate, _, _ in samples]
+        rates = [rate for rate, _, _, _ in samples]
         medians[name] = statistics.median(rates)
+        cpu_medians[name] = statistics.median(cpu_rate for _, _, _, cpu_rate in samples)
         rate = f"{medians[name]:.1f} ({min(rates):.1f}-{max(rates):.1f}) {unit}/s"
-        wall = statistics.median(w for _, _, w in samples)
-        cpu = statistics.median(c for _, c, _ in samples)
-        print(f"| {name:<68} | {rate:>24} | {wall:>6.2f} | {cpu:>6.2f} |")
-    decode, cached, step, grouped, per_question = medians.values()
-    slowest = min((decode, "decoding on the fly"), (cached, "reading the cache"), (step, "the training step"))
-    print(f"bottleneck: {slowest[1]}; decoding {decode / step:.2f}x and the cache {cached / step:.2f}x the step's "
-          f"clips/s; the cache reads {cached / decode:.1f}x faster than decoding")
-    print(f"grouped by clip: {grouped / per_question:.2f}x the questions/s of one row per question")
+        wall = statistics.median(w for _, _, w, _ in samples)
+        cpu = statistics.median(c for _, c, _, _ in samples)
+        print(f"| {name:<68} | {rate:>28} | {cpu_medians[name]:>14.1f} | {wall:>6.2f} | {cpu:>6.2f} |")
+    for label, values in (("wall", medians), ("CPU", cpu_medians)):
+        if args.media_only:
+            decode, cached = values.values()
+            print(f"per {label} second: the cache {cached / decode:.1f}x decoding")
+            continue
+        decode, cached, step, grouped, per_question = values.values()
+        slowest = min((decode, "decoding on the fly"), (cached, "reading the cache"), (step, "the training step"))
+        print(f"per {label} second: bottleneck {slowest[1]}; decoding {decode / step:.1f}x and the cache "
+              f"{cached / step:.1f}x the step's clips; the cache {cached / decode:.1f}x decoding; grouped by clip "
+              f"{grouped / per_question:.2f}x the questions of one row per question")
     shutil.rmtree(root)
 
 

@@ -109,10 +109,11 @@ class FinetuneArguments:
 
 
 def check_launch() -> None:
-    """Refuses a launch that asked for several processes and started one.
+    """Refuses a launch that would silently train otherwise than asked.
 
     `accelerate launch --num_processes N` without `--multi_gpu` (or a multi-process config) on a machine without
-    GPUs runs one process with MASTER_PORT set for the N it was asked for, and says nothing.
+    GPUs runs one process with MASTER_PORT set for the N it was asked for, and says nothing; a DeepSpeed config on a
+    machine without GPUs becomes DDP.
     """
     launched_by_accelerate = "ACCELERATE_DYNAMO_BACKEND" in os.environ
     if launched_by_accelerate and "MASTER_PORT" in os.environ and "WORLD_SIZE" not in os.environ:
@@ -120,6 +121,9 @@ def check_launch() -> None:
             "accelerate launch was asked for several processes but started one (its single-process launcher): add "
             "--multi_gpu (DDP; works on CPU too) or --config_file examples/accelerate/fsdp.yaml (FSDP)"
         )
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true" and not torch.accelerator.is_available():
+        # Accelerate would quietly train with DDP instead.
+        raise SystemExit("DeepSpeed needs GPUs and none is available: use examples/accelerate/fsdp.yaml on CPUs")
 
 
 def parse_arguments(argv=None) -> tuple[FinetuneArguments, TrainingArguments]:
@@ -127,7 +131,8 @@ def parse_arguments(argv=None) -> tuple[FinetuneArguments, TrainingArguments]:
     parser = HfArgumentParser((FinetuneArguments, TrainingArguments))
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.accelerator.is_available():
         # Launched as several processes with no GPU: Trainer joins the process group only when told to use the CPU;
-        # otherwise every process would train a model of its own.
+        # otherwise every process would train a model of its own. Accelerate then turns FSDP off on CPU processes;
+        # MirasolTrainer turns it back on (FSDP2 with gloo) when the launch asked for it.
         parser.set_defaults(use_cpu=True)
     script, training = parser.parse_args_into_dataclasses(args=argv)
     if script.questions_per_clip is not None and not script.group_by_clip:

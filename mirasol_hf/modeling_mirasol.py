@@ -526,7 +526,9 @@ class MirasolForConditionalGeneration(MirasolPreTrainedModel, GenerationMixin):
 
         The latent and reconstruction losses need the raw media: with `media_latents` given instead, only the text
         loss is computed (the other two are None) and `loss` is the weighted text loss. With `media_index` (see
-        `MirasolModel.forward`) the media losses are computed once per clip, not once per question.
+        `MirasolModel.forward`) the media losses are computed once per clip, not once per question. Keyword
+        arguments `num_items_in_batch` (Trainer) and `media_pairs_in_batch` (`MirasolTrainer`, see `media_loss_pairs`)
+        normalise the losses over a whole accumulated batch.
         """
         outputs = self.model(
             input_ids=input_ids,

@@ -393,11 +393,13 @@ class MirasolTrainer(Trainer):
     def _save(self, output_dir=None, state_dict=None):
         # FSDP2 swaps the model's class for a subclass it makes (FSDPMirasol...), which save_pretrained would write
         # into the checkpoint's auto_map, copying FSDP's source files beside it: save under the model's own class.
+        from torch.distributed.fsdp import FSDPModule
+
         sharded_class = type(self.model)
-        own_class = next(
-            (cls for cls in sharded_class.__mro__ if cls.__name__ == sharded_class.__name__.removeprefix("FSDP")),
-            sharded_class,
-        )
+        if not isinstance(self.model, FSDPModule):
+            return super()._save(output_dir, state_dict)
+        # FSDP2's class is (FSDPModule, the model's class): the first base that is not FSDP's
+        own_class = next(cls for cls in sharded_class.__mro__[1:] if not issubclass(cls, FSDPModule))
         self.model.__class__ = own_class
         try:
             super()._save(output_dir, state_dict)
