@@ -5,6 +5,8 @@ and resampled block by block as they come, so memory holds the output waveform a
 track.
 """
 
+import array
+
 import av
 import numpy as np
 
@@ -22,8 +24,48 @@ AUDIO_PREROLL_SECONDS = 0.5
 # More channels than this are not converted: PyAV reads at most 8 planes, and garbage packets decode into frames
 # with dozens of channels (converting those crashes the process).
 MAX_DECODED_CHANNELS = 8
+NO_TIMESTAMP = -(1 << 63)
 # A jump in audio timestamps longer than this is a damaged timestamp, not a gap to fill with silence.
 MAX_AUDIO_GAP_SECONDS = 60.0
+
+
+class _AudioPackets:
+    """The audio stream's compressed packets as one byte buffer plus their timestamps: a PyAV packet object costs
+    about 1.6 KB, four times an AAC packet, which for an hour of audio is 240 MB. Packets carrying side data (encoder
+    delay, skipped samples) are kept whole."""
+
+    def __init__(self):
+        self.data = bytearray()
+        self.ends = array.array("q")  # end offset of each packet in `data`
+        self.timestamps = array.array("q")  # pts, dts, duration of each packet, NO_TIMESTAMP where unknown
+        self.whole = {}  # packet number -> av.Packet with side data
+        self.time_base = None
+
+    def append(self, packet: "av.Packet"):
+        if self.time_base is None:
+            self.time_base = packet.time_base
+        if next(iter(packet.iter_sidedata()), None) is not None:
+            self.whole[len(self.ends)] = packet
+        self.data += bytes(packet)
+        self.ends.append(len(self.data))
+        for value in (packet.pts, packet.dts, packet.duration):
+            self.timestamps.append(NO_TIMESTAMP if value is None else value)
+
+    def __len__(self) -> int:
+        return len(self.ends)
+
+    def times(self, k: int) -> tuple:
+        """(pts, dts, duration) of packet `k`, None where unknown."""
+        return tuple(None if value == NO_TIMESTAMP else value for value in self.timestamps[3 * k : 3 * k + 3])
+
+    def packet(self, k: int) -> "av.Packet":
+        if k in self.whole:
+            return self.whole[k]
+        start = self.ends[k - 1] if k else 0
+        packet = av.Packet(bytes(self.data[start : self.ends[k]]))
+        packet.pts, packet.dts, packet.duration = self.times(k)
+        packet.time_base = self.time_base
+        return packet
 
 
 def audio_stream_problem(audio_stream) -> str | None:
@@ -40,19 +82,18 @@ def audio_stream_problem(audio_stream) -> str | None:
 
 
 def _decode_audio(
-    audio_stream, packets: list, sampling_rate: int, window: tuple[float, float], name: str
+    audio_stream, packets: _AudioPackets, sampling_rate: int, window: tuple[float, float], name: str
 ) -> tuple[np.ndarray | None, float, int]:
     """(mono waveform at `sampling_rate`, time of its first sample, damaged packets) over `window` (seconds on the
     container clock, both ends may be infinite)."""
     codec = audio_stream.codec_context
     expected_channels = codec.channels
-    time_base = float(audio_stream.time_base) if audio_stream.time_base else None
     track = _MonoTrack(sampling_rate, window, name)
-    needed = _packets_in_window(packets, time_base, window)
+    needed = _packets_in_window(packets, window)
     errors = 0
-    for position, packet in enumerate(needed + [None]):  # None drains the decoder's last frames
+    for k in needed + [None]:  # None drains the decoder's last frames
         try:
-            for frame in codec.decode(packet):
+            for frame in codec.decode(None if k is None else packets.packet(k)):
                 channels = frame.layout.nb_channels
                 if frame.samples <= 0 or not 0 < channels <= MAX_DECODED_CHANNELS or frame.sample_rate <= 0:
                     errors += 1
@@ -66,7 +107,7 @@ def _decode_audio(
             pass
         except av.FFmpegError:
             # A last packet cut short (a file ending mid-packet) is dropped by FFmpeg's own tools without a word.
-            if position != len(needed) - 1 or packet is not packets[-1]:
+            if k != len(packets) - 1:
                 errors += 1
         if track.done:
             break
@@ -74,17 +115,21 @@ def _decode_audio(
     return waveform, origin, errors
 
 
-def _packets_in_window(packets: list, time_base: float | None, window: tuple[float, float]) -> list:
-    """The packets that decode into `window`, with `AUDIO_PREROLL_SECONDS` before it."""
+def _packets_in_window(packets: _AudioPackets, window: tuple[float, float]) -> list[int]:
+    """Numbers of the packets that decode into `window`, with `AUDIO_PREROLL_SECONDS` before it."""
     start, end = window
-    if time_base is None or any(packet.pts is None for packet in packets) or (start == -np.inf and end == np.inf):
-        return packets
-    return [
-        packet
-        for packet in packets
-        if (packet.pts + (packet.duration or 0)) * time_base >= start - AUDIO_PREROLL_SECONDS
-        and packet.pts * time_base <= end
-    ]
+    everything = list(range(len(packets)))
+    if packets.time_base is None or (start == -np.inf and end == np.inf):
+        return everything
+    time_base = float(packets.time_base)
+    needed = []
+    for k in everything:
+        pts, _, duration = packets.times(k)
+        if pts is None:
+            return everything
+        if (pts + (duration or 0)) * time_base >= start - AUDIO_PREROLL_SECONDS and pts * time_base <= end:
+            needed.append(k)
+    return needed
 
 
 class _MonoTrack:
@@ -100,7 +145,10 @@ class _MonoTrack:
         self.pending = []  # (C, S) decoded arrays or (S,) float32 silence, in order
         self.pending_samples = 0
         self.resampler = None
-        self.outputs = []
+        # The output waveform, written block by block (its size known from the window when that is finite).
+        span = self.window_end - self.window_start
+        self.output = np.empty(round(span * target_rate) + target_rate if np.isfinite(span) else 0, np.float32)
+        self.filled = 0
         self.done = False
         self.warned_rate = False
 
@@ -173,16 +221,28 @@ class _MonoTrack:
             elif piece is not None:
                 monos.append(piece)
         if monos:
-            self.outputs += self.resampler.feed(np.concatenate(monos))
+            self._write(self.resampler.feed(np.concatenate(monos)))
         self.pending, self.pending_samples = [], 0
+
+    def _write(self, blocks: list[np.ndarray]):
+        for block in blocks:
+            if self.filled + len(block) > len(self.output):
+                grown = np.empty(max(2 * len(self.output), self.filled + len(block)), np.float32)
+                grown[: self.filled] = self.output[: self.filled]
+                self.output = grown
+            self.output[self.filled : self.filled + len(block)] = block
+            self.filled += len(block)
 
     def finish(self) -> tuple[np.ndarray | None, float]:
         """The placed track as `(S,)` float32 at the target rate, and the time of its first sample."""
         if self.source_rate is None or self.cursor == 0:
             return None, 0.0
         self._flush()
-        self.outputs += self.resampler.feed(None)
-        return np.concatenate(self.outputs).astype(np.float32, copy=False), float(self.origin)
+        self._write(self.resampler.feed(None))
+        waveform = self.output[: self.filled]
+        if self.filled < 0.9 * len(self.output):
+            waveform = waveform.copy()  # not to keep the unused end alive
+        return waveform, float(self.origin)
 
 
 def _to_mono(array: np.ndarray) -> np.ndarray:

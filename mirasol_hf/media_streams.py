@@ -6,7 +6,7 @@ import re
 
 import av
 
-from .media_audio import audio_stream_problem
+from .media_audio import _AudioPackets, audio_stream_problem
 from .media_errors import MediaError, logger
 from .media_timeline import _VideoIndex
 
@@ -126,7 +126,7 @@ def _describe(stream) -> str:
 def _demux_pass(container, video_stream, audio_stream, name: str):
     """Index every video packet and collect the audio packets: the one full read of the file."""
     index = _VideoIndex(pts=[], dts=[], keyframe=[], discard=[], duration=[])
-    audio_packets = [] if audio_stream is not None else None
+    audio_packets = _AudioPackets() if audio_stream is not None else None
     streams = [video_stream] + ([audio_stream] if audio_stream is not None else [])
     errors = 0
     packets = container.demux(streams)
