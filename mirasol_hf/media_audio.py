@@ -72,7 +72,7 @@ def audio_stream_problem(audio_stream) -> str | None:
     """Why `audio_stream` cannot be decoded, or None."""
     codec = audio_stream.codec_context
     if codec is None:
-        return f"unknown audio codec (tag {audio_stream.codec_tag!r})"
+        return "unknown audio codec: FFmpeg cannot decode it"
     channels = codec.channels
     if channels > MAX_DECODED_CHANNELS:
         return f"{channels} audio channels, more than the {MAX_DECODED_CHANNELS} supported"

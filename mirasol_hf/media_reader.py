@@ -245,8 +245,11 @@ def _read(
     tasks = [lambda part_index=part_index: decode_part(part_index) for part_index in range(len(parts))]
     if audio_packets is not None:
         # Only the audio under the sampled frames' chunks is decoded: from the first sampled frame to the range end.
+        # Without trusted video timestamps the frames' times are estimates: the whole track is decoded then.
         stop = timeline.end_time if end_time is None else min(timeline.end_time, float(end_time))
         window = (timeline.origin_seconds + float(timeline.times[ranks].min()), timeline.origin_seconds + stop)
+        if not timeline.has_timestamps:
+            window = (-np.inf, np.inf)
         tasks.append(lambda: _decode_audio(audio_stream, audio_packets, sampling_rate, window, media.name))
     results = _run_tasks(tasks, parallel)
 

@@ -61,7 +61,7 @@ def _pick_video_stream(container, name: str):
         raise MediaError(f"{name}: no video stream (audio-only or not a video file)")
     usable = [stream for stream in candidates if stream.codec_context is not None]
     if not usable:
-        raise MediaError(f"{name}: unknown video codec (tag {candidates[0].codec_tag!r}): FFmpeg cannot decode it")
+        raise MediaError(f"{name}: unknown video codec: FFmpeg cannot decode it")
     # As FFmpeg's command line picks: the largest picture, then the stream flagged default, then FFmpeg's best.
     best = container.streams.best("video")
     chosen = max(usable, key=lambda stream: (_area(stream), _is_default(stream), stream is best))
