@@ -1,8 +1,8 @@
 """Decoding the audio track to a mono waveform at the requested rate, only over the time window that is needed.
 
-Decoded frames are checked against the stream (channel count, sample rate) before they are converted, mixed to mono
-and resampled block by block as they come, so memory holds the output waveform and one block, never the decoded
-track.
+Decoded frames are checked against the stream (channel count, sample rate, sample format) before they are read;
+their channels are averaged straight from the frame's buffers into a mono block, resampled block by block, so memory
+holds the output waveform and one block, never the decoded track.
 """
 
 import array
@@ -95,7 +95,12 @@ def _decode_audio(
         try:
             for frame in codec.decode(None if k is None else packets.packet(k)):
                 channels = frame.layout.nb_channels
-                if frame.samples <= 0 or not 0 < channels <= MAX_DECODED_CHANNELS or frame.sample_rate <= 0:
+                if (
+                    frame.samples <= 0
+                    or not 0 < channels <= MAX_DECODED_CHANNELS
+                    or frame.sample_rate <= 0
+                    or frame.format.name not in SAMPLE_FORMATS
+                ):
                     errors += 1
                     continue
                 if expected_channels and channels != expected_channels:
@@ -142,8 +147,10 @@ class _MonoTrack:
         self.source_rate = None
         self.origin = None  # time of the first kept sample, seconds
         self.cursor = 0  # source samples placed since `origin`
-        self.pending = []  # (C, S) decoded arrays or (S,) float32 silence, in order
-        self.pending_samples = 0
+        # Mono samples at the source rate waiting to be resampled: each frame's channels are averaged straight from
+        # its planes into this block, without a per-frame array.
+        self.block = np.empty(RESAMPLE_BLOCK_SAMPLES, np.float32)
+        self.block_filled = 0
         self.resampler = None
         # The output waveform, written block by block (its size known from the window when that is finite).
         span = self.window_end - self.window_start
@@ -181,7 +188,7 @@ class _MonoTrack:
             jitter = round(AUDIO_JITTER_SECONDS * rate)
             if abs(offset - self.cursor) > jitter and abs(offset - self.cursor) <= MAX_AUDIO_GAP_SECONDS * rate:
                 if offset > self.cursor:
-                    self._push(np.zeros(offset - self.cursor, np.float32))
+                    self._place(None, 0, offset - self.cursor)  # silence in the gap
                 else:
                     skip = self.cursor - offset  # overlaps what is placed already
                     if skip >= samples:
@@ -190,39 +197,38 @@ class _MonoTrack:
         if self.window_end < np.inf:
             keep = min(keep, round((self.window_end - self.origin) * rate) - self.cursor)
         if keep > 0:
-            array = frame.to_ndarray()
-            if not frame.format.is_planar:
-                array = array.reshape(-1, frame.layout.nb_channels).T  # (1, S * C) interleaved -> (C, S)
-            self._push(array[:, skip : skip + keep])
+            self._place(frame, skip, keep)
         if self.window_end < np.inf and self.origin + self.cursor / rate >= self.window_end:
             self.done = True
         return not self.done
 
-    def _push(self, piece: np.ndarray):
-        self.pending.append(piece)
-        self.pending_samples += piece.shape[-1]
-        self.cursor += piece.shape[-1]
-        if self.pending_samples >= RESAMPLE_BLOCK_SAMPLES:
-            self._flush()
+    def _place(self, frame: "av.AudioFrame | None", skip: int, count: int):
+        """Append the channel mean of `frame`'s samples `[skip, skip + count)` (None: `count` zeros)."""
+        channels = [] if frame is None else _channel_views(frame, skip, count)
+        dtype, full_scale, midpoint = (None, 1.0, 0) if frame is None else SAMPLE_FORMATS[frame.format.name]
+        done = 0
+        while done < count:
+            n = min(count - done, len(self.block) - self.block_filled)
+            segment = self.block[self.block_filled : self.block_filled + n]
+            if not channels:
+                segment[:] = 0.0
+            else:
+                np.copyto(segment, channels[0][done : done + n], casting="unsafe")
+                for channel in channels[1:]:
+                    segment += channel[done : done + n]
+                if midpoint:
+                    segment -= midpoint * len(channels)
+                segment *= 1.0 / (full_scale * len(channels))
+            self.block_filled += n
+            done += n
+            if self.block_filled == len(self.block):
+                self._flush()
+        self.cursor += count
 
     def _flush(self):
-        monos, run = [], []
-        for piece in self.pending + [None]:
-            # Consecutive decoded arrays of one layout are mixed in one go: per-frame numpy calls cost more than
-            # decoding AAC does.
-            if piece is not None and piece.ndim == 2 and (not run or run[0].shape[0] == piece.shape[0]):
-                run.append(piece if not run or piece.dtype == run[0].dtype else piece.astype(run[0].dtype))
-                continue
-            if run:
-                monos.append(_to_mono(np.concatenate(run, axis=1)))
-                run = []
-            if piece is not None and piece.ndim == 2:
-                run = [piece]
-            elif piece is not None:
-                monos.append(piece)
-        if monos:
-            self._write(self.resampler.feed(np.concatenate(monos)))
-        self.pending, self.pending_samples = [], 0
+        if self.block_filled:
+            self._write(self.resampler.feed(self.block[: self.block_filled]))
+        self.block_filled = 0
 
     def _write(self, blocks: list[np.ndarray]):
         for block in blocks:
@@ -245,16 +251,26 @@ class _MonoTrack:
         return waveform, float(self.origin)
 
 
-def _to_mono(array: np.ndarray) -> np.ndarray:
-    """`(C, S)` decoded samples of any sample format -> `(S,)` float32 in [-1, 1], channels averaged."""
-    if np.issubdtype(array.dtype, np.floating):
-        array = array.astype(np.float32, copy=False)
-    elif np.issubdtype(array.dtype, np.signedinteger):
-        array = array.astype(np.float32) / float(np.iinfo(array.dtype).max + 1)
-    else:  # unsigned 8-bit PCM is centred on 128
-        midpoint = (np.iinfo(array.dtype).max + 1) // 2
-        array = (array.astype(np.float32) - midpoint) / float(midpoint)
-    return array.mean(axis=0)
+# Sample format -> (numpy dtype, full scale, midpoint): samples / full scale are in [-1, 1] after the midpoint
+# (unsigned 8-bit PCM is centred on 128) is taken off.
+SAMPLE_FORMATS = {
+    **dict.fromkeys(("flt", "fltp"), (np.float32, 1.0, 0)),
+    **dict.fromkeys(("dbl", "dblp"), (np.float64, 1.0, 0)),
+    **dict.fromkeys(("s16", "s16p"), (np.int16, 32768.0, 0)),
+    **dict.fromkeys(("s32", "s32p"), (np.int32, 2.0**31, 0)),
+    **dict.fromkeys(("s64", "s64p"), (np.int64, 2.0**63, 0)),
+    **dict.fromkeys(("u8", "u8p"), (np.uint8, 128.0, 128)),
+}
+
+
+def _channel_views(frame: "av.AudioFrame", skip: int, count: int) -> list[np.ndarray]:
+    """`(count,)` views of each channel's samples `[skip, skip + count)` on the frame's own buffers."""
+    dtype = SAMPLE_FORMATS[frame.format.name][0]
+    channels, samples = frame.layout.nb_channels, frame.samples
+    if frame.format.is_planar:
+        return [np.frombuffer(plane, dtype, count=samples)[skip : skip + count] for plane in frame.planes[:channels]]
+    interleaved = np.frombuffer(frame.planes[0], dtype, count=samples * channels).reshape(samples, channels)
+    return [interleaved[skip : skip + count, c] for c in range(channels)]
 
 
 class _Resampler:
