@@ -11,7 +11,7 @@ import torch
 from .media_arrays import media_from_arrays
 from .media_audio import _decode_audio
 from .media_clip import DEFAULT_SAMPLING_RATE, MediaClip
-from .media_errors import MediaError, logger
+from .media_errors import MediaError, _OncePerFile, logger
 from .media_exact import _decode_exact, _OutputOrderMismatch
 from .media_frames import DEFAULT_INTERPOLATION, DEFAULT_MAX_FRAME_PIXELS, _frame_converter, _gather, _reporting
 from .media_sampling import _nearest_keyframe_ranks, _split_by_keyframes, sample_frame_indices
@@ -133,6 +133,8 @@ def read_media(
     if num_threads is None:
         num_threads = min(os.cpu_count() or 1, DEFAULT_MAX_THREADS)
     media = _Source(source)
+    once = _OncePerFile(media.name)
+    logger.addFilter(once)
     try:
         options = dict(
             num_frames=num_frames,
@@ -165,6 +167,7 @@ def read_media(
         # one bad file is one clear error, never a traceback from deep inside the decoder.
         raise MediaError(f"{media.name}: could not be read ({type(error).__name__}: {error})") from error
     finally:
+        logger.removeFilter(once)
         media.close()
 
 

@@ -4,8 +4,8 @@ import logging
 
 import numpy as np
 import pytest
-from media_corpus import Audio, Video, write
-from media_utils import count_frames
+from media_corpus import Audio, Video, write, write_packed_bframes_avi
+from media_utils import count_frames, reference_frames
 
 from mirasol_hf.media import MediaError, read_media
 
@@ -62,3 +62,22 @@ def test_every_sampled_frame_of_a_1_frame_file_is_that_frame(tmp_path):
     path = write(tmp_path / "one.mp4", [Video(frames=1)])
     clip = read_media(path, 5)
     assert clip.frame_indices.tolist() == [0] * 5 and clip.end_time > 0
+
+
+def test_frames_out_of_timestamp_order_are_found_while_decoding_and_read_again_in_order(tmp_path, caplog, monkeypatch):
+    # Packed B-frames are normally recognised from the DivX user data before decoding; without that check the
+    # decoder's output order, checked frame by frame, must reveal them.
+    from mirasol_hf import media_timeline
+
+    path = write_packed_bframes_avi(tmp_path / "packed.avi")
+    monkeypatch.setattr(media_timeline, "_untrusted_timestamps", lambda *args: None)
+    with caplog.at_level(logging.WARNING, logger="mirasol_hf.media"):
+        clip = read_media(path, 16)
+    total = count_frames(path)
+    expected = np.arange(16) * total // 16
+    np.testing.assert_array_equal(clip.frame_indices, expected)
+    np.testing.assert_array_equal(clip.frames, reference_frames(path, expected))
+    assert [record.getMessage() for record in caplog.records] == [
+        f"{path}: the decoder outputs frames out of their timestamps' order; decoding every frame in order (exact, "
+        "slower)"
+    ]
