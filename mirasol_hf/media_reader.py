@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from .media_arrays import media_from_arrays
-from .media_audio import _decode_audio
+from .media_audio import _AudioPackets, _decode_audio
 from .media_clip import DEFAULT_SAMPLING_RATE, MediaClip
 from .media_errors import MediaError, _OncePerFile, logger
 from .media_exact import _decode_exact, _OutputOrderMismatch
@@ -298,7 +298,10 @@ def _read_audio_only(container, name: str, start_time, end_time, read_audio: boo
     audio_stream = _pick_audio_stream(container, name) if read_audio else None
     if audio_stream is None:
         raise MediaError(f"{name}: no video stream and no readable audio stream (not an audio or video file)")
-    packets = [packet for packet in container.demux(audio_stream) if packet.size]
+    packets = _AudioPackets()
+    for packet in container.demux(audio_stream):
+        if packet.size:
+            packets.append(packet)
     time_base = float(audio_stream.time_base) if audio_stream.time_base else 0.0
     origin = (audio_stream.start_time or 0) * time_base  # the clock's zero: the sound's start
     start = 0.0 if start_time is None else float(start_time)
