@@ -23,6 +23,7 @@ setup(
         "datasets",
         "av",
         "librosa",
+        "scipy",  # sparse bin averaging in the feature extractor (librosa needs it too)
         "peft",
         "einops",
         "numpy",

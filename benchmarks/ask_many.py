@@ -1,24 +1,25 @@
 """Many questions about one video: one pipeline call that encodes the video once vs independent calls.
 
-    python benchmarks/ask_many.py [--model PATH] [--frames 128] [--questions 10] [--repeats 3]
+    python benchmarks/ask_many.py [--model PATH] [--frames 128] [--questions 10] [--rounds 5]
 
 Writes a synthetic clip (mp4, H.264 + AAC) long enough for the frame count, then times, in one process:
   * one question:           pipe(video, question)
   * N questions, one call:  pipe(video, [q1, ..., qN])  (the video is read and encoded once)
   * N independent calls:    [pipe(video, q) for q in questions]
-Each answer is generated to exactly `--new-tokens` tokens so every setting does the same decoding work. Times are the
-best of `--repeats`. The model defaults to a small random one; random weights do not change
-the cost.
+Each answer is generated to exactly `--new-tokens` tokens so every setting does the same decoding work. The settings
+run in alternating rounds; the table gives median (min-max) wall and CPU time and the medians of the per-round ratios
+to one question (benchmarks/_timing.py), with the load average. The model defaults to a small random one; random
+weights do not change the cost.
 """
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 from transformers import pipeline
 
+from _timing import compare, format_ratio, print_table, ratios
 from mirasol_hf import MirasolConfig, MirasolForConditionalGeneration, MirasolProcessor, build_tokenizer
 from mirasol_hf.synthetic import generate_clip, write_mp4
 
@@ -43,22 +44,13 @@ def _random_checkpoint(folder: Path, frames: int) -> Path:
     return folder
 
 
-def _best_time(function, repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="checkpoint folder (default: a small random model)")
     parser.add_argument("--frames", type=int, default=128)
     parser.add_argument("--questions", type=int, default=10)
     parser.add_argument("--new-tokens", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as folder:
@@ -70,20 +62,23 @@ def main():
         questions = [f"question number {i} about the video?" for i in range(args.questions)]
         settings = {"num_frames": args.frames, "max_new_tokens": args.new_tokens, "min_new_tokens": args.new_tokens}
 
-        pipe(video, questions[0], **settings)  # warm-up
-        one = _best_time(lambda: pipe(video, questions[0], **settings), args.repeats)
-        together = _best_time(lambda: pipe(video, questions, **settings), args.repeats)
-        separate = _best_time(lambda: [pipe(video, q, **settings) for q in questions], args.repeats)
+        one_call = f"{args.questions} questions, one call (video encoded once)"
+        results = compare(
+            {
+                "1 question": lambda: pipe(video, questions[0], **settings),
+                one_call: lambda: pipe(video, questions, **settings),
+                f"{args.questions} independent calls": lambda: [pipe(video, q, **settings) for q in questions],
+            },
+            rounds=args.rounds,
+        )
 
     n = args.questions
     print(f"{args.frames} frames, {n} questions, {args.new_tokens} new tokens each, torch threads {torch.get_num_threads()}")
-    print(f"| setting | seconds | vs one question |")
-    print(f"|---|---:|---:|")
-    print(f"| 1 question | {one:.3f} | 1.00x |")
-    print(f"| {n} questions, one call (video encoded once) | {together:.3f} | {together / one:.2f}x |")
-    print(f"| {n} independent calls | {separate:.3f} | {separate / one:.2f}x |")
-    print(f"\n{n} questions in one call cost {together / one:.2f}x one question (target < 2x); "
-          f"{separate / together:.1f}x faster than {n} independent calls")
+    print_table(results, baseline="1 question")
+    together, separate = list(results)[1:]
+    print(f"\n{n} questions in one call cost {format_ratio(ratios(results, together, '1 question'))} one question "
+          f"(target < 2x; CPU {format_ratio(ratios(results, together, '1 question', 'cpu'))}); "
+          f"{n} independent calls cost {format_ratio(ratios(results, separate, together))} the one call")
 
 
 if __name__ == "__main__":

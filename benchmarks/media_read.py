@@ -6,10 +6,21 @@ reference is transformers.video_utils.load_video(..., backend="pyav") for the fr
 for the audio (transformers' load_audio needs torchcodec for mp4). Run from the repository root:
 
     python benchmarks/media_read.py
+
+`--memory` measures instead what reading 128 frames + audio costs as the clip grows: peak RSS above the process's
+RSS after its imports, wall and CPU time, each read in a fresh process, for clips of `--memory-seconds` with and
+without an audio track (long clips are one 10 s segment of 160x90 H.264 + AAC repeated with shifted timestamps,
+written in seconds). Run it with another checkout first on PYTHONPATH to measure that version instead.
+
+    python benchmarks/media_read.py --memory
 """
 
 import argparse
+import json
 import os
+import resource
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -81,11 +92,109 @@ def reference(path: Path):
     return frames, read_audio_separately(path)
 
 
+SEGMENT_SECONDS, SEGMENT_SIZE, SEGMENT_FPS = 10, (160, 90), 25
+
+
+def write_long_clip(path: Path, seconds: float, with_audio: bool):
+    """`seconds` of 160x90 H.264 (+ stereo AAC): a 10 s segment encoded once, its packets repeated with shifted
+    timestamps (each repeat starts on a keyframe)."""
+    with tempfile.TemporaryDirectory() as directory:
+        segment = Path(directory) / "segment.mp4"
+        container = av.open(str(segment), mode="w")
+        video = container.add_stream("libx264", rate=SEGMENT_FPS, options={"preset": "ultrafast"})
+        video.width, video.height = SEGMENT_SIZE
+        video.pix_fmt = "yuv420p"
+        audio = container.add_stream("aac", rate=AUDIO_RATE) if with_audio else None
+        if audio is not None:
+            audio.layout = "stereo"
+        rng = np.random.default_rng(0)
+        for i in range(SEGMENT_SECONDS * SEGMENT_FPS):
+            image = rng.integers(0, 256, (SEGMENT_SIZE[1], SEGMENT_SIZE[0], 3), dtype=np.uint8)
+            for packet in video.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in video.encode():
+            container.mux(packet)
+        if audio is not None:
+            wave = 0.3 * np.sin(2 * np.pi * TONE_HZ * np.arange(SEGMENT_SECONDS * AUDIO_RATE) / AUDIO_RATE)
+            stereo = np.stack([wave, wave]).astype(np.float32)  # (2, S)
+            for start in range(0, stereo.shape[1], AUDIO_FRAME_SAMPLES):
+                block = np.ascontiguousarray(stereo[:, start : start + AUDIO_FRAME_SAMPLES])
+                frame = av.AudioFrame.from_ndarray(block, format="fltp", layout="stereo")
+                frame.sample_rate, frame.pts = AUDIO_RATE, start
+                for packet in audio.encode(frame):
+                    container.mux(packet)
+            for packet in audio.encode():
+                container.mux(packet)
+        container.close()
+        with av.open(str(segment)) as source, av.open(str(path), mode="w") as output:
+            streams = {stream.index: output.add_stream_from_template(stream) for stream in source.streams}
+            # Packets timed inside [0, 10 s), so that the repeats' timestamps keep increasing.
+            packets = [
+                packet
+                for packet in source.demux()
+                if packet.size and packet.dts >= 0 and packet.pts * packet.time_base < SEGMENT_SECONDS
+            ]
+            for repeat in range(int(np.ceil(seconds / SEGMENT_SECONDS))):
+                for packet in packets:
+                    shift = round(repeat * SEGMENT_SECONDS / packet.time_base)
+                    copy = av.Packet(bytes(packet))
+                    copy.stream, copy.time_base = streams[packet.stream.index], packet.time_base
+                    copy.pts, copy.dts = packet.pts + shift, packet.dts + shift
+                    copy.duration, copy.is_keyframe = packet.duration, packet.is_keyframe
+                    output.mux(copy)
+
+
+def measure_one(path: str):
+    """Read 128 frames + audio of `path` in this fresh process; print peak RSS growth and times as JSON."""
+    with open("/proc/self/statm") as statm:
+        baseline_kib = int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
+    start, cpu_start = time.perf_counter(), time.process_time()
+    clip = read_media(path, NUM_FRAMES)
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    audio_seconds = 0.0 if clip.waveform is None else len(clip.waveform) / clip.sampling_rate
+    print(json.dumps({"peak_mib": (peak_kib - baseline_kib) / 1024, "wall": wall, "cpu": cpu, "audio": audio_seconds}))
+
+
+def memory_table(lengths: list[float], rounds: int):
+    """Peak RSS growth and time of reading 128 frames + audio vs clip length, with and without audio."""
+    print(f"load average (1 min) at start: {os.getloadavg()[0]:.1f}")
+    print("\n| clip | audio | peak RSS growth (MiB), median [min-max] | wall (s) | CPU (s) | audio read (s) |")
+    print("|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as directory:
+        for seconds in lengths:
+            for with_audio in (True, False):
+                path = Path(directory) / f"long_{seconds:g}_{with_audio}.mp4"
+                write_long_clip(path, seconds, with_audio)
+                runs = []
+                for _ in range(rounds):
+                    command = [sys.executable, __file__, "--measure-one", str(path)]
+                    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+                    runs.append(json.loads(output.strip().splitlines()[-1]))
+                peaks, walls, cpus = (np.array([run[key] for run in runs]) for key in ("peak_mib", "wall", "cpu"))
+                print(
+                    f"| {seconds / 60:g} min | {'yes' if with_audio else 'no'} | {np.median(peaks):.0f} "
+                    f"[{peaks.min():.0f}-{peaks.max():.0f}] | {np.median(walls):.2f} | {np.median(cpus):.2f} | "
+                    f"{runs[0]['audio']:.0f} |",
+                    flush=True,
+                )
+                path.unlink()
+    print(f"load average (1 min) at end: {os.getloadavg()[0]:.1f}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5, help="runs per reader; the best is reported")
     parser.add_argument("--seconds", type=float, nargs="+", default=[120.0, 15.0], help="clip lengths to test")
+    parser.add_argument("--memory", action="store_true", help="peak RSS and time vs clip length instead")
+    parser.add_argument("--memory-seconds", type=float, nargs="+", default=[120.0, 1800.0, 3600.0])
+    parser.add_argument("--memory-rounds", type=int, default=3, help="fresh processes per clip in --memory")
+    parser.add_argument("--measure-one", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.measure_one:
+        return measure_one(args.measure_one)
+    if args.memory:
+        return memory_table(args.memory_seconds, args.memory_rounds)
 
     readers = {
         "transformers load_video(pyav) + audio pass": lambda path: reference(path),
@@ -127,8 +236,10 @@ def main():
 
     load_averages.append(os.getloadavg()[0])
     threads = min(os.cpu_count() or 1, DEFAULT_MAX_THREADS)
-    print(f"\n{os.cpu_count()} CPUs, read_media's default num_threads={threads}, load average (1 min) at start and end: "
-          f"{load_averages[0]:.1f}, {load_averages[1]:.1f}")
+    print(
+        f"\n{os.cpu_count()} CPUs, read_media's default num_threads={threads}, "
+        f"load average (1 min) at start and end: {load_averages[0]:.1f}, {load_averages[1]:.1f}"
+    )
     print(f"\n| clip | reader ({NUM_FRAMES} frames + audio) | wall, best of {args.repeats} (s) | speed-up | CPU (s) |")
     print("|---|---|---|---|---|")
     for clip, name, best, speedup, cpu in rows:

@@ -1,19 +1,20 @@
 """Training on many questions per clip: each question with its own copy of the clip vs `media_index` (one encoding per
 clip, shared by its questions).
 
-    python benchmarks/train_step.py [--clips 16] [--questions-per-clip 10] [--repeats 5] [--threads 2]
+    python benchmarks/train_step.py [--clips 16] [--questions-per-clip 10] [--rounds 5] [--threads 2]
 
 Times one full training step (forward with labels, backward, AdamW step) on the same batch both ways, in one process,
-and prints the best of `--repeats` for each and their ratio. The model is the tiny preset resized to the synthetic
+in alternating rounds, and prints median (min-max) wall and CPU time per step and the medians of the per-round ratios
+(benchmarks/_timing.py), with the load average. The model is the tiny preset resized to the synthetic
 clips (4 chunks of 8 frames at 32x32, one 2x8x8 video tube, 16 mel frames per chunk); its weights are random, which
 does not change the cost. Both ways give the same text loss (checked before timing).
 """
 
 import argparse
-import time
 
 import torch
 
+from _timing import compare, format_ratio, median_range, print_table, ratios
 from mirasol_hf import MirasolConfig, MirasolForConditionalGeneration
 
 QUESTION_LENGTH = 14  # tokens of a prompt plus its answer, as in the synthetic data
@@ -65,7 +66,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clips", type=int, default=16)
     parser.add_argument("--questions-per-clip", type=int, default=10)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -82,26 +83,22 @@ def main():
         torch.testing.assert_close(model(**shared).text_loss, model(**copied).text_loss)
         model.train()
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=0.0)  # lr 0: every repeat times the same weights
-    times = {}
-    for name, inputs in (("one copy of the clip per question", copied), ("media_index (one encoding per clip)", shared)):
-        _step(model, optimizer, inputs)  # warm-up
-        best = float("inf")
-        for _ in range(args.repeats):
-            start = time.perf_counter()
-            _step(model, optimizer, inputs)
-            best = min(best, time.perf_counter() - start)
-        times[name] = best
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.0)  # lr 0: every round times the same weights
+    copied_name, shared_name = "one copy of the clip per question", "media_index (one encoding per clip)"
+    results = compare(
+        {copied_name: lambda: _step(model, optimizer, copied), shared_name: lambda: _step(model, optimizer, shared)},
+        rounds=args.rounds,
+    )
 
     rows = args.clips * args.questions_per_clip
     print(f"training step, {args.clips} clips x {args.questions_per_clip} questions ({rows} rows), "
-          f"{args.threads} threads, best of {args.repeats}:")
-    print(f"| {'batch':<38}| {'s / step':>9} | {'questions / s':>13} |")
-    print(f"|{'-' * 39}|{'-' * 10}:|{'-' * 14}:|")
-    for name, seconds in times.items():
-        print(f"| {name:<38}| {seconds:>9.3f} | {rows / seconds:>13.0f} |")
-    baseline, shared_time = times.values()
-    print(f"speed-up: {baseline / shared_time:.2f}x")
+          f"{args.threads} threads, s / step:")
+    print_table(results, baseline=copied_name)
+    for name, timings in results.items():
+        print(f"  {name}: {rows / median_range(timings.wall)[0]:.0f} questions / s (median wall)")
+    time_ratio = ratios(results, shared_name, copied_name)
+    print(f"speed-up: {1 / median_range(time_ratio)[0]:.2f}x (time ratio {format_ratio(time_ratio)}, "
+          f"CPU {format_ratio(ratios(results, shared_name, copied_name, 'cpu'))})")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,11 @@
         --annotations test_qa.json --video-dir videos/ --output results.json
 
 Answers are normalised before matching (lowercase, punctuation to spaces, articles dropped, whitespace collapsed;
-see mirasol_hf.evaluation). The JSON holds the scores and every prediction; a table is printed.
+see mirasol_hf.evaluation); `--number-words` and `--contractions` add the VQA evaluation script's steps. NExT-QA's
+multiple-choice CSV (columns a0..a4) is scored by ranking the five choices by the model's likelihood, accuracy per
+question type. Batches are `--batch-size` clips with all their questions (each clip decoded and encoded once);
+`--no-group-by-clip` makes them `--batch-size` questions. The JSON holds the scores and every prediction; a table is
+printed.
 """
 
 import argparse
@@ -20,7 +24,9 @@ from mirasol_hf.evaluation import (
     exact_match,
     format_results_table,
     generate_answers,
+    rank_choices,
     score_answers,
+    score_choices,
 )
 
 
@@ -35,7 +41,12 @@ def parse_arguments(argv=None):
     parser.add_argument("--video-map", default=None, help="NExT-QA: map_vid_vidorID.json")
     parser.add_argument("--on-missing-video", default="error", choices=ON_MISSING_VIDEO)
     parser.add_argument("--max-samples", type=int, default=None, help="evaluate the first N rows only")
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="clips (questions with "
+                        "--no-group-by-clip) per batch")
+    parser.add_argument("--no-group-by-clip", dest="group_by_clip", action="store_false",
+                        help="one copy of the clip per question (decoded and encoded once per question)")
+    parser.add_argument("--number-words", action="store_true", help="number words zero..ten as digits (VQA)")
+    parser.add_argument("--contractions", action="store_true", help="drop apostrophes inside words (VQA)")
     parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers decoding videos")
     parser.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS)
     parser.add_argument("--num-beams", type=int, default=1)
@@ -65,19 +76,30 @@ def main(argv=None) -> dict:
         model = PeftModel.from_pretrained(model, args.adapter).merge_and_unload()
     model.to(args.device)
 
-    predictions = generate_answers(
-        model,
-        processor,
-        dataset,
-        batch_size=args.batch_size,
-        num_workers=args.num_workers,
-        max_new_tokens=args.max_new_tokens,
-        num_beams=args.num_beams,
-    )
-    # NExT-QA lists further accepted answers; a match with any counts.
-    references = [[row["answer"], *row.get("additional_answers", [])] for row in dataset]
-    question_types = dataset["question_type"] if "question_type" in dataset.column_names else None
-    scores = score_answers(predictions, references, None if question_types is None else list(question_types))
+    question_types = list(dataset["question_type"]) if "question_type" in dataset.column_names else None
+    if "choices" in dataset.column_names:
+        chosen = rank_choices(model, processor, dataset, batch_size=args.batch_size, num_workers=args.num_workers)
+        scores = score_choices(chosen, dataset["answer_index"], question_types)
+        predictions = [row["choices"][index] for row, index in zip(dataset, chosen)]
+        correct = [index == row["answer_index"] for row, index in zip(dataset, chosen)]
+        references = [[row["answer"]] for row in dataset]
+    else:
+        predictions = generate_answers(
+            model,
+            processor,
+            dataset,
+            batch_size=args.batch_size,
+            num_workers=args.num_workers,
+            group_by_clip=args.group_by_clip,
+            max_new_tokens=args.max_new_tokens,
+            num_beams=args.num_beams,
+        )
+        # NExT-QA lists further accepted answers; a match with any counts.
+        references = [[row["answer"], *row.get("additional_answers", [])] for row in dataset]
+        normalization = {"number_words": args.number_words, "contractions": args.contractions}
+        scores = score_answers(predictions, references, question_types, **normalization)
+        correct = [exact_match(prediction, reference, **normalization) for prediction, reference in
+                   zip(predictions, references)]
 
     print(format_results_table(scores, title=args.dataset_format))
     results = {
@@ -93,9 +115,9 @@ def main(argv=None) -> dict:
                 "answers": reference,
                 "prediction": prediction,
                 "question_type": row.get("question_type"),
-                "correct": exact_match(prediction, reference),
+                "correct": hit,
             }
-            for row, reference, prediction in zip(dataset, references, predictions)
+            for row, reference, prediction, hit in zip(dataset, references, predictions, correct)
         ],
     }
     if args.output is not None:

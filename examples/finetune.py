@@ -10,6 +10,11 @@ checkpoint (`--model`). Every TrainingArguments flag works (`--learning-rate`, `
         --annotations train_qa.json --video-dir videos/ --output-dir runs/msrvtt --max-steps 100
 
     accelerate launch --multi_gpu --num_processes 2 examples/finetune.py ...   # DDP (CPU too)
+    accelerate launch --config_file examples/accelerate/fsdp.yaml examples/finetune.py ...   # FSDP2 (CPU too)
+
+A batch is `--per-device-train-batch-size` clips, each with all its questions (`--questions-per-clip N`: N of them,
+drawn each step): every clip is decoded and encoded once per step. `--no-group-by-clip` makes it that many questions,
+each with its own copy of its clip.
 """
 
 import os
@@ -20,7 +25,8 @@ from transformers import AutoTokenizer, HfArgumentParser, TrainingArguments, set
 from transformers.trainer_utils import get_last_checkpoint
 
 from mirasol_hf import MirasolConfig, MirasolForConditionalGeneration, MirasolProcessor
-from mirasol_hf.data import DATASET_FORMATS, ON_MISSING_VIDEO, load_video_qa_dataset
+from mirasol_hf.data import DATASET_FORMATS, ON_MISSING_VIDEO, group_by_clip, load_video_qa_dataset
+from mirasol_hf.preprocess import CachedClips, load_cache
 from mirasol_hf.tokenization_mirasol import DEFAULT_VOCAB_SIZE
 from mirasol_hf.training import (
     DEFAULT_LORA_ALPHA,
@@ -80,10 +86,21 @@ class FinetuneArguments:
                   "optionally add_reference_answer_*.json)"},
     )
     video_dir: str | None = field(default=None, metadata={"help": "folder holding the videos (searched recursively)"})
+    cache: str | None = field(
+        default=None,
+        metadata={"help": "train on a cache made by `mirasol-hf preprocess` (decoded clips with their questions) "
+                  "instead of --dataset-format / --annotations / --video-dir"},
+    )
     split: str | None = field(default=None, metadata={"help": "VGG-Sound / Kinetics-Sound: rows of this split"})
     video_map: str | None = field(default=None, metadata={"help": "NExT-QA: map_vid_vidorID.json"})
     on_missing_video: str = field(default="error", metadata={"help": f"one of {ON_MISSING_VIDEO}"})
-    max_train_samples: int | None = field(default=None, metadata={"help": "keep the first N rows"})
+    max_train_samples: int | None = field(default=None, metadata={"help": "keep the first N rows (--cache: clips)"})
+    group_by_clip: bool = field(
+        default=True, metadata={"help": "batch clips with their questions (one decode and encoding per clip)"}
+    )
+    questions_per_clip: int | None = field(
+        default=None, metadata={"help": "with grouping: train on at most N questions of each clip per step (random)"}
+    )
     # LoRA
     lora: bool = field(default=False, metadata={"help": "train LoRA adapters on the text decoder only"})
     lora_rank: int = DEFAULT_LORA_RANK
@@ -91,21 +108,48 @@ class FinetuneArguments:
     lora_dropout: float = DEFAULT_LORA_DROPOUT
 
 
+def check_launch() -> None:
+    """Refuses a launch that would silently train otherwise than asked.
+
+    `accelerate launch --num_processes N` without `--multi_gpu` (or a multi-process config) on a machine without
+    GPUs runs one process with MASTER_PORT set for the N it was asked for, and says nothing; a DeepSpeed config on a
+    machine without GPUs becomes DDP.
+    """
+    launched_by_accelerate = "ACCELERATE_DYNAMO_BACKEND" in os.environ
+    if launched_by_accelerate and "MASTER_PORT" in os.environ and "WORLD_SIZE" not in os.environ:
+        raise SystemExit(
+            "accelerate launch was asked for several processes but started one (its single-process launcher): add "
+            "--multi_gpu (DDP; works on CPU too) or --config_file examples/accelerate/fsdp.yaml (FSDP)"
+        )
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true" and not torch.accelerator.is_available():
+        # Accelerate would quietly train with DDP instead.
+        raise SystemExit("DeepSpeed needs GPUs and none is available: use examples/accelerate/fsdp.yaml on CPUs")
+
+
 def parse_arguments(argv=None) -> tuple[FinetuneArguments, TrainingArguments]:
+    check_launch()
     parser = HfArgumentParser((FinetuneArguments, TrainingArguments))
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.accelerator.is_available():
         # Launched as several processes with no GPU: Trainer joins the process group only when told to use the CPU;
-        # otherwise every process would train a model of its own.
+        # otherwise every process would train a model of its own. Accelerate then turns FSDP off on CPU processes;
+        # MirasolTrainer turns it back on (FSDP2 with gloo) when the launch asked for it.
         parser.set_defaults(use_cpu=True)
     script, training = parser.parse_args_into_dataclasses(args=argv)
+    if script.questions_per_clip is not None and not script.group_by_clip:
+        parser.error("--questions-per-clip needs grouping by clip (drop --no-group-by-clip)")
     if (script.preset is None) == (script.model is None):
         parser.error("give --preset (a new model) or --model (a checkpoint), not both")
     if script.model is not None and (script.tokenizer is not None or script.vocab_from):
         parser.error("--tokenizer and --vocab-from are for --preset: a checkpoint brings its own tokenizer")
     if script.stage not in TRAINING_STAGES:
         parser.error(f"--stage must be one of {TRAINING_STAGES}")
-    if script.dataset_format is None or not script.annotations or script.video_dir is None:
-        parser.error("give --dataset-format, --annotations and --video-dir")
+    if script.cache is not None:
+        if script.dataset_format is not None or script.annotations or script.video_dir is not None:
+            parser.error("--cache replaces --dataset-format, --annotations and --video-dir: give one or the other")
+        if not script.group_by_clip:
+            parser.error("a cache holds clips with their questions: --no-group-by-clip does not apply")
+    elif script.dataset_format is None or not script.annotations or script.video_dir is None:
+        parser.error("give --dataset-format, --annotations and --video-dir (or --cache)")
     if script.lora and script.stage != "finetune":
         parser.error("--lora trains adapters on the text decoder: use it with --stage finetune")
     if training.label_smoothing_factor > 0:
@@ -175,45 +219,62 @@ def build_model_and_processor(args: FinetuneArguments, train_texts, resume_from:
 def main(argv=None):
     args, training_args = parse_arguments(argv)
     set_seed(training_args.seed)
-    dataset = load_video_qa_dataset(
-        args.dataset_format,
-        args.annotations,
-        args.video_dir,
-        split=args.split,
-        video_map_file=args.video_map,
-        on_missing_video=args.on_missing_video,
-    )
-    if args.max_train_samples is not None:
-        dataset = dataset.select(range(min(args.max_train_samples, len(dataset))))
+    if args.cache is not None:
+        dataset = load_cache(args.cache)
+        if args.max_train_samples is not None:  # clips, here
+            dataset = CachedClips(dataset.dataset.select(range(min(args.max_train_samples, len(dataset)))))
+        questions = [question for clip in dataset.dataset["question"] for question in clip]
+        texts = questions + [answer for clip in dataset.dataset["answer"] for answer in clip]
+    else:
+        dataset = load_video_qa_dataset(
+            args.dataset_format,
+            args.annotations,
+            args.video_dir,
+            split=args.split,
+            video_map_file=args.video_map,
+            on_missing_video=args.on_missing_video,
+        )
+        if args.max_train_samples is not None:
+            dataset = dataset.select(range(min(args.max_train_samples, len(dataset))))
+        questions = list(dataset["question"])
+        texts = questions + list(dataset["answer"])
 
     resume = training_args.resume_from_checkpoint
     if resume == RESUME_FROM_LAST:
         resume = get_last_checkpoint(training_args.output_dir)
         if resume is None:
             raise ValueError(f"--resume-from-checkpoint last: no checkpoint-* folder in {training_args.output_dir}")
-    texts = list(dataset["question"]) + list(dataset["answer"])
     model, processor = build_model_and_processor(args, texts, resume_from=resume)
     trained = apply_training_stage(model, args.stage)
     if args.lora:
         from peft import get_peft_model
 
         model = get_peft_model(model, lora_config(args.lora_rank, args.lora_alpha, args.lora_dropout))
+    if args.group_by_clip and args.cache is None:
+        dataset = group_by_clip(dataset)
     if training_args.process_index == 0:
         count = sum(p.numel() for p in model.parameters() if p.requires_grad)
         total = sum(p.numel() for p in model.parameters())
         what = "LoRA adapters" if args.lora else f"stage {args.stage!r}: {len(trained)} tensors"
-        print(f"{len(dataset)} training examples; training {count:,} of {total:,} parameters ({what})")
+        examples = f"{len(dataset)} clips, {len(questions)} questions" if args.group_by_clip else f"{len(questions)} questions"
+        print(f"training on {examples}; training {count:,} of {total:,} parameters ({what})")
 
     augmentation = MediaAugmentation(spec_augment=args.spec_augment, mixup_alpha=args.mixup_alpha)
     trainer = MirasolTrainer(
         model=model,
         args=training_args,
         train_dataset=dataset,
-        data_collator=MirasolDataCollator(processor),
+        data_collator=MirasolDataCollator(processor, questions_per_clip=args.questions_per_clip),
         processing_class=processor,  # saved with every checkpoint, so each is a complete model folder
         augmentation=augmentation if augmentation.enabled else None,
     )
     result = trainer.train(resume_from_checkpoint=resume)
+    if trainer.is_fsdp_enabled:
+        # Sharded parameters are DTensors: each process holds its shard (`to_local()`) of the whole (`numel()`).
+        parameters = list(trainer.model_wrapped.parameters())
+        held = sum(p.to_local().numel() if hasattr(p, "to_local") else p.numel() for p in parameters)
+        print(f"FSDP process {training_args.process_index}: holds {held:,} of {sum(p.numel() for p in parameters):,} "
+              "parameter values")
     trainer.save_model()
     trainer.save_state()
     trainer.log_metrics("train", result.metrics)

@@ -1,8 +1,11 @@
 """Command line: `mirasol-hf answer VIDEO "question" [--model PATH] [--frames N] [--json] [--quiet]`.
 
+`mirasol-hf preprocess ...`: a training cache (see mirasol_hf.preprocess).
+
 Each subcommand is a `Command`: a function adding its arguments and a function running it, which imports what it
-needs itself, so `--help` and argument errors answer without loading torch models. Add one by appending to
-`COMMANDS`. Every bad argument ends in one line on stderr and exit code 2.
+needs itself, so `--help` and argument errors answer without loading torch models. Only the command being run gets
+its arguments built, so a command whose options come from a heavy module costs nothing to the others. Add one by
+appending to `COMMANDS`. Every bad argument ends in one line on stderr and exit code 2.
 """
 
 from __future__ import annotations
@@ -152,24 +155,44 @@ def _answer(args: argparse.Namespace, video: str, model_path: str) -> int:
     return 0
 
 
+def _add_preprocess_arguments(parser: argparse.ArgumentParser) -> None:
+    from . import preprocess  # datasets and the training code: imported only for this command
+
+    parser.description = preprocess.__doc__
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    preprocess.add_arguments(parser)
+
+
+def run_preprocess(args: argparse.Namespace) -> int:
+    from . import preprocess
+
+    return preprocess.run(args)
+
+
 COMMANDS = [
     Command("answer", "answer questions about a video (or a sound)", _add_answer_arguments, run_answer),
+    Command("preprocess", "decode a data set's videos once into a training cache", _add_preprocess_arguments,
+            run_preprocess),
 ]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv=None) -> argparse.ArgumentParser:
+    """The parser; only the subcommand named first in `argv` (all of them when None) gets its arguments."""
+    selected = None if argv is None else next((arg for arg in argv if not arg.startswith("-")), "")
     parser = _Parser(prog=PROG, description="Audio-video question answering with Mirasol.")
     subcommands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for command in COMMANDS:
         subparser = subcommands.add_parser(command.name, help=command.help, description=command.help)
-        command.add_arguments(subparser)
+        if selected is None or command.name == selected:
+            command.add_arguments(subparser)
         subparser.set_defaults(run=command.run)
     return parser
 
 
 def main(argv=None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        argv = sys.argv[1:] if argv is None else list(argv)
+        args = build_parser(argv).parse_args(argv)
         return args.run(args)
     except UsageError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)

@@ -62,7 +62,8 @@ class MirasolTransformerCombiner(MirasolCombiner):
     """The paper's combiner: a transformer over [video; audio] of a chunk, keeping the last m outputs.
 
     With `attention_type="causal"` each token sees only those before it, so the last m have seen the whole chunk;
-    with "full" every token sees every other.
+    with "full" every token sees every other. Only the last m outputs are kept, so the last layer runs only those
+    m tokens as queries (over all tokens as keys and values): the same outputs for less work.
     """
 
     def __init__(self, config: MirasolCombinerConfig, video_hidden_size: int, audio_hidden_size: int):
@@ -75,12 +76,29 @@ class MirasolTransformerCombiner(MirasolCombiner):
         m = self.config.num_output_tokens
         if length < m:
             raise ValueError(f"a chunk has {length} video + audio tokens, fewer than num_output_tokens={m}")
-        mask = None
-        if self.config.attention_type == "causal":
-            causal = torch.ones(length, length, dtype=torch.bool, device=tokens.device).tril()
-            mask = additive_mask(causal[None, None], tokens.dtype)  # (1, 1, L, L)
-        outputs = self.encoder(tokens.reshape(batch * num_chunks, length, width), attention_mask=mask)
-        return outputs[:, -m:].reshape(batch, num_chunks, m, width)  # (B, T, m, d)
+        causal = self.config.attention_type == "causal"
+        sdpa_causal = causal and self.config._attn_implementation == "sdpa"  # SDPA's own mask, never built
+        mask = kept_rows_mask = None
+        if causal:
+            allowed = torch.ones(length, length, dtype=torch.bool, device=tokens.device).tril()
+            kept_rows_mask = additive_mask(allowed[None, None, -m:], tokens.dtype)  # (1, 1, m, L)
+            if not sdpa_causal:
+                mask = additive_mask(allowed[None, None], tokens.dtype)  # (1, 1, L, L)
+        hidden = tokens.reshape(batch * num_chunks, length, width)  # (B*T, L, d)
+        layers = list(self.encoder.layers)
+        for layer in layers[:-1]:
+            hidden = layer(hidden, attention_mask=mask, is_causal=sdpa_causal)
+        kept = self._kept_tokens_through(layers[-1], hidden, m, kept_rows_mask) if layers else hidden[:, -m:]
+        return self.encoder.norm(kept).reshape(batch, num_chunks, m, width)  # (B*T, m, d) -> (B, T, m, d)
+
+    @staticmethod
+    def _kept_tokens_through(layer, hidden: torch.Tensor, m: int, attention_mask) -> torch.Tensor:
+        """`layer(hidden)[:, -m:]` (`MirasolEncoderLayer.forward`'s pre-LayerNorm block) computed for the last m
+        tokens only: they are the queries, every token gives keys and values. (B*T, L, d) -> (B*T, m, d)."""
+        normed = layer.layer_norm1(hidden)
+        attended, _ = layer.self_attn(normed[:, -m:], key_value_states=normed, attention_mask=attention_mask)
+        kept = hidden[:, -m:] + attended
+        return kept + layer.mlp(layer.layer_norm2(kept))
 
 
 class MirasolTokenLearner(nn.Module):

@@ -52,6 +52,8 @@ OTHER_QUESTION_TYPE = "other"
 ACTIVITYNET_QA_TYPES = ("motion", "spatial", "temporal", "yes_no", "color", "object", "location", "number", "other")
 # NExT-QA type codes: C[W|H] causal why/how, T[N|P|C] temporal next/previous/concurrent, D[B|C|L|O] descriptive.
 NEXT_QA_TYPE_GROUPS = {"C": "causal", "T": "temporal", "D": "descriptive"}
+# NExT-QA multiple choice: the five options; `answer` is the index of the right one.
+NEXT_QA_CHOICE_COLUMNS = ("a0", "a1", "a2", "a3", "a4")
 # VGG-Sound clips are 10 s from `start_seconds` of the YouTube video.
 VGGSOUND_CLIP_SECONDS = 10.0
 # Kinetics-Sound: the classes of Arandjelovic & Zisserman, "Look, Listen and Learn" (ICCV 2017) that exist in
@@ -260,8 +262,12 @@ def load_next_qa(
     video_map_file: str | os.PathLike | None = None,
     on_missing_video: str = "error",
 ) -> Dataset:
-    """NExT-QA open-ended (NExT-OE): `{train,val,test}.csv` with columns video, frame_count, width, height, question,
-    answer, qid, type.
+    """NExT-QA, either of its two CSV formats (told apart by the columns `a0`..`a4`):
+
+    * open-ended (NExT-OE) `{train,val,test}.csv`: video, frame_count, width, height, question, answer, qid, type;
+    * multiple choice (the main NExT-QA) `{train,val,test}.csv`: the same plus a0..a4, where `answer` is the index
+      of the right choice. The row's `answer` is that choice's text, `choices` the five options in order and
+      `answer_index` the index (`mirasol_hf.evaluation.rank_choices` scores it).
 
     `question_type` is causal / temporal / descriptive from the first letter of `type` (kept in `type_code`).
     `additional_answers_file` (`add_reference_answer_{split}.json`, `{video: {qid: answer}}`) adds accepted answers.
@@ -287,14 +293,26 @@ def load_next_qa(
             if type_code[:1] not in NEXT_QA_TYPE_GROUPS:
                 raise ValueError(f"{source}: row {index} has unknown type {type_code!r} (expected C*, T* or D*)")
             additional = extra.get(video, {}).get(qid)
+            answer = str(_field(record, "answer", source, index)).strip()
+            choices = {}
+            if NEXT_QA_CHOICE_COLUMNS[0] in record:
+                options = [str(_field(record, column, source, index)).strip() for column in NEXT_QA_CHOICE_COLUMNS]
+                if answer not in {str(position) for position in range(len(options))}:
+                    raise ValueError(
+                        f"{source}: row {index} is multiple choice (a0..a4) but its answer {answer!r} is not the "
+                        f"index of a choice (0..{len(options) - 1})"
+                    )
+                choices = {"choices": options, "answer_index": int(answer)}
+                answer = options[int(answer)]
             row = {
                 # qid counts within a video: the video makes it unique.
                 "id": f"{video}_{qid}",
                 "question": str(_field(record, "question", source, index)).strip(),
-                "answer": str(_field(record, "answer", source, index)).strip(),
+                "answer": answer,
                 "question_type": NEXT_QA_TYPE_GROUPS[type_code[0]],
                 "type_code": type_code,
                 "additional_answers": [str(additional).strip()] if additional else [],
+                **choices,
             }
             stems = (Path(video_map[video]).name,) if video in video_map else ()
             yield row, (*stems, video)
@@ -463,3 +481,32 @@ def load_video_qa_dataset(
         raise ValueError(f"{dataset_format} takes {expected} annotation file(s), got {len(annotation_files)}")
     options = {key: value for key, value in options.items() if value is not None}
     return DATASET_FORMATS[dataset_format](*annotation_files, video_dir, **options)
+
+
+# ---- one row per clip -----------------------------------------------------------------------------------------------
+
+CLIP_COLUMNS = ("video", "start_time", "end_time")
+
+
+def group_by_clip(dataset: Dataset) -> Dataset:
+    """One row per clip (same `video`, `start_time`, `end_time`) from a reader's one row per question.
+
+    The clip columns stay as they are; every other column becomes a list with one entry per question, in the order the
+    questions came (so `question` and `answer` are lists of the same length). Clips keep the order of their first
+    question. `MirasolDataCollator` batches such rows with `media_index`: each clip is decoded and encoded once per
+    step however many of its questions the step trains on.
+    """
+    clip_columns = [column for column in CLIP_COLUMNS if column in dataset.column_names]
+    if "video" not in clip_columns:
+        raise ValueError(f"group_by_clip needs a 'video' column, the dataset has {dataset.column_names}")
+    question_columns = [column for column in dataset.column_names if column not in clip_columns]
+    clips: dict[tuple, dict] = {}
+    for row in dataset:
+        key = tuple(row[column] for column in clip_columns)
+        clip = clips.get(key)
+        if clip is None:
+            clip = clips[key] = {**{column: row[column] for column in clip_columns},
+                                 **{column: [] for column in question_columns}}
+        for column in question_columns:
+            clip[column].append(row[column])
+    return Dataset.from_list(list(clips.values()))

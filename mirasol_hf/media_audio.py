@@ -1,9 +1,11 @@
 """Decoding the audio track to a mono waveform at the requested rate, only over the time window that is needed.
 
-Decoded frames are checked against the stream (channel count, sample rate) before they are converted, mixed to mono
-and resampled block by block as they come, so memory holds the output waveform and one block, never the decoded
-track.
+Decoded frames are checked against the stream (channel count, sample rate, sample format) before they are read;
+their channels are averaged straight from the frame's buffers into a mono block, resampled block by block, so memory
+holds the output waveform and one block, never the decoded track.
 """
+
+import array
 
 import av
 import numpy as np
@@ -22,15 +24,55 @@ AUDIO_PREROLL_SECONDS = 0.5
 # More channels than this are not converted: PyAV reads at most 8 planes, and garbage packets decode into frames
 # with dozens of channels (converting those crashes the process).
 MAX_DECODED_CHANNELS = 8
+NO_TIMESTAMP = -(1 << 63)
 # A jump in audio timestamps longer than this is a damaged timestamp, not a gap to fill with silence.
 MAX_AUDIO_GAP_SECONDS = 60.0
+
+
+class _AudioPackets:
+    """The audio stream's compressed packets as one byte buffer plus their timestamps: a PyAV packet object costs
+    about 1.6 KB, four times an AAC packet, which for an hour of audio is 240 MB. Packets carrying side data (encoder
+    delay, skipped samples) are kept whole."""
+
+    def __init__(self):
+        self.data = bytearray()
+        self.ends = array.array("q")  # end offset of each packet in `data`
+        self.timestamps = array.array("q")  # pts, dts, duration of each packet, NO_TIMESTAMP where unknown
+        self.whole = {}  # packet number -> av.Packet with side data
+        self.time_base = None
+
+    def append(self, packet: "av.Packet"):
+        if self.time_base is None:
+            self.time_base = packet.time_base
+        if next(iter(packet.iter_sidedata()), None) is not None:
+            self.whole[len(self.ends)] = packet
+        self.data += bytes(packet)
+        self.ends.append(len(self.data))
+        for value in (packet.pts, packet.dts, packet.duration):
+            self.timestamps.append(NO_TIMESTAMP if value is None else value)
+
+    def __len__(self) -> int:
+        return len(self.ends)
+
+    def times(self, k: int) -> tuple:
+        """(pts, dts, duration) of packet `k`, None where unknown."""
+        return tuple(None if value == NO_TIMESTAMP else value for value in self.timestamps[3 * k : 3 * k + 3])
+
+    def packet(self, k: int) -> "av.Packet":
+        if k in self.whole:
+            return self.whole[k]
+        start = self.ends[k - 1] if k else 0
+        packet = av.Packet(bytes(self.data[start : self.ends[k]]))
+        packet.pts, packet.dts, packet.duration = self.times(k)
+        packet.time_base = self.time_base
+        return packet
 
 
 def audio_stream_problem(audio_stream) -> str | None:
     """Why `audio_stream` cannot be decoded, or None."""
     codec = audio_stream.codec_context
     if codec is None:
-        return f"unknown audio codec (tag {audio_stream.codec_tag!r})"
+        return "unknown audio codec: FFmpeg cannot decode it"
     channels = codec.channels
     if channels > MAX_DECODED_CHANNELS:
         return f"{channels} audio channels, more than the {MAX_DECODED_CHANNELS} supported"
@@ -40,21 +82,25 @@ def audio_stream_problem(audio_stream) -> str | None:
 
 
 def _decode_audio(
-    audio_stream, packets: list, sampling_rate: int, window: tuple[float, float], name: str
+    audio_stream, packets: _AudioPackets, sampling_rate: int, window: tuple[float, float], name: str
 ) -> tuple[np.ndarray | None, float, int]:
     """(mono waveform at `sampling_rate`, time of its first sample, damaged packets) over `window` (seconds on the
     container clock, both ends may be infinite)."""
     codec = audio_stream.codec_context
     expected_channels = codec.channels
-    time_base = float(audio_stream.time_base) if audio_stream.time_base else None
     track = _MonoTrack(sampling_rate, window, name)
-    needed = _packets_in_window(packets, time_base, window)
+    needed = _packets_in_window(packets, window)
     errors = 0
-    for position, packet in enumerate(needed + [None]):  # None drains the decoder's last frames
+    for k in needed + [None]:  # None drains the decoder's last frames
         try:
-            for frame in codec.decode(packet):
+            for frame in codec.decode(None if k is None else packets.packet(k)):
                 channels = frame.layout.nb_channels
-                if frame.samples <= 0 or not 0 < channels <= MAX_DECODED_CHANNELS or frame.sample_rate <= 0:
+                if (
+                    frame.samples <= 0
+                    or not 0 < channels <= MAX_DECODED_CHANNELS
+                    or frame.sample_rate <= 0
+                    or frame.format.name not in SAMPLE_FORMATS
+                ):
                     errors += 1
                     continue
                 if expected_channels and channels != expected_channels:
@@ -66,7 +112,7 @@ def _decode_audio(
             pass
         except av.FFmpegError:
             # A last packet cut short (a file ending mid-packet) is dropped by FFmpeg's own tools without a word.
-            if position != len(needed) - 1 or packet is not packets[-1]:
+            if k != len(packets) - 1:
                 errors += 1
         if track.done:
             break
@@ -74,17 +120,21 @@ def _decode_audio(
     return waveform, origin, errors
 
 
-def _packets_in_window(packets: list, time_base: float | None, window: tuple[float, float]) -> list:
-    """The packets that decode into `window`, with `AUDIO_PREROLL_SECONDS` before it."""
+def _packets_in_window(packets: _AudioPackets, window: tuple[float, float]) -> list[int]:
+    """Numbers of the packets that decode into `window`, with `AUDIO_PREROLL_SECONDS` before it."""
     start, end = window
-    if time_base is None or any(packet.pts is None for packet in packets) or (start == -np.inf and end == np.inf):
-        return packets
-    return [
-        packet
-        for packet in packets
-        if (packet.pts + (packet.duration or 0)) * time_base >= start - AUDIO_PREROLL_SECONDS
-        and packet.pts * time_base <= end
-    ]
+    everything = list(range(len(packets)))
+    if packets.time_base is None or (start == -np.inf and end == np.inf):
+        return everything
+    time_base = float(packets.time_base)
+    needed = []
+    for k in everything:
+        pts, _, duration = packets.times(k)
+        if pts is None:
+            return everything
+        if (pts + (duration or 0)) * time_base >= start - AUDIO_PREROLL_SECONDS and pts * time_base <= end:
+            needed.append(k)
+    return needed
 
 
 class _MonoTrack:
@@ -97,10 +147,15 @@ class _MonoTrack:
         self.source_rate = None
         self.origin = None  # time of the first kept sample, seconds
         self.cursor = 0  # source samples placed since `origin`
-        self.pending = []  # (C, S) decoded arrays or (S,) float32 silence, in order
-        self.pending_samples = 0
+        # Mono samples at the source rate waiting to be resampled: each frame's channels are averaged straight from
+        # its planes into this block, without a per-frame array.
+        self.block = np.empty(RESAMPLE_BLOCK_SAMPLES, np.float32)
+        self.block_filled = 0
         self.resampler = None
-        self.outputs = []
+        # The output waveform, written block by block (its size known from the window when that is finite).
+        span = self.window_end - self.window_start
+        self.output = np.empty(round(span * target_rate) + target_rate if np.isfinite(span) else 0, np.float32)
+        self.filled = 0
         self.done = False
         self.warned_rate = False
 
@@ -133,7 +188,7 @@ class _MonoTrack:
             jitter = round(AUDIO_JITTER_SECONDS * rate)
             if abs(offset - self.cursor) > jitter and abs(offset - self.cursor) <= MAX_AUDIO_GAP_SECONDS * rate:
                 if offset > self.cursor:
-                    self._push(np.zeros(offset - self.cursor, np.float32))
+                    self._place(None, 0, offset - self.cursor)  # silence in the gap
                 else:
                     skip = self.cursor - offset  # overlaps what is placed already
                     if skip >= samples:
@@ -142,59 +197,80 @@ class _MonoTrack:
         if self.window_end < np.inf:
             keep = min(keep, round((self.window_end - self.origin) * rate) - self.cursor)
         if keep > 0:
-            array = frame.to_ndarray()
-            if not frame.format.is_planar:
-                array = array.reshape(-1, frame.layout.nb_channels).T  # (1, S * C) interleaved -> (C, S)
-            self._push(array[:, skip : skip + keep])
+            self._place(frame, skip, keep)
         if self.window_end < np.inf and self.origin + self.cursor / rate >= self.window_end:
             self.done = True
         return not self.done
 
-    def _push(self, piece: np.ndarray):
-        self.pending.append(piece)
-        self.pending_samples += piece.shape[-1]
-        self.cursor += piece.shape[-1]
-        if self.pending_samples >= RESAMPLE_BLOCK_SAMPLES:
-            self._flush()
+    def _place(self, frame: "av.AudioFrame | None", skip: int, count: int):
+        """Append the channel mean of `frame`'s samples `[skip, skip + count)` (None: `count` zeros)."""
+        channels = [] if frame is None else _channel_views(frame, skip, count)
+        dtype, full_scale, midpoint = (None, 1.0, 0) if frame is None else SAMPLE_FORMATS[frame.format.name]
+        done = 0
+        while done < count:
+            n = min(count - done, len(self.block) - self.block_filled)
+            segment = self.block[self.block_filled : self.block_filled + n]
+            if not channels:
+                segment[:] = 0.0
+            else:
+                np.copyto(segment, channels[0][done : done + n], casting="unsafe")
+                for channel in channels[1:]:
+                    segment += channel[done : done + n]
+                if midpoint:
+                    segment -= midpoint * len(channels)
+                segment *= 1.0 / (full_scale * len(channels))
+            self.block_filled += n
+            done += n
+            if self.block_filled == len(self.block):
+                self._flush()
+        self.cursor += count
 
     def _flush(self):
-        monos, run = [], []
-        for piece in self.pending + [None]:
-            # Consecutive decoded arrays of one layout are mixed in one go: per-frame numpy calls cost more than
-            # decoding AAC does.
-            if piece is not None and piece.ndim == 2 and (not run or run[0].shape[0] == piece.shape[0]):
-                run.append(piece if not run or piece.dtype == run[0].dtype else piece.astype(run[0].dtype))
-                continue
-            if run:
-                monos.append(_to_mono(np.concatenate(run, axis=1)))
-                run = []
-            if piece is not None and piece.ndim == 2:
-                run = [piece]
-            elif piece is not None:
-                monos.append(piece)
-        if monos:
-            self.outputs += self.resampler.feed(np.concatenate(monos))
-        self.pending, self.pending_samples = [], 0
+        if self.block_filled:
+            self._write(self.resampler.feed(self.block[: self.block_filled]))
+        self.block_filled = 0
+
+    def _write(self, blocks: list[np.ndarray]):
+        for block in blocks:
+            if self.filled + len(block) > len(self.output):
+                grown = np.empty(max(2 * len(self.output), self.filled + len(block)), np.float32)
+                grown[: self.filled] = self.output[: self.filled]
+                self.output = grown
+            self.output[self.filled : self.filled + len(block)] = block
+            self.filled += len(block)
 
     def finish(self) -> tuple[np.ndarray | None, float]:
         """The placed track as `(S,)` float32 at the target rate, and the time of its first sample."""
         if self.source_rate is None or self.cursor == 0:
             return None, 0.0
         self._flush()
-        self.outputs += self.resampler.feed(None)
-        return np.concatenate(self.outputs).astype(np.float32, copy=False), float(self.origin)
+        self._write(self.resampler.feed(None))
+        waveform = self.output[: self.filled]
+        if self.filled < 0.9 * len(self.output):
+            waveform = waveform.copy()  # not to keep the unused end alive
+        return waveform, float(self.origin)
 
 
-def _to_mono(array: np.ndarray) -> np.ndarray:
-    """`(C, S)` decoded samples of any sample format -> `(S,)` float32 in [-1, 1], channels averaged."""
-    if np.issubdtype(array.dtype, np.floating):
-        array = array.astype(np.float32, copy=False)
-    elif np.issubdtype(array.dtype, np.signedinteger):
-        array = array.astype(np.float32) / float(np.iinfo(array.dtype).max + 1)
-    else:  # unsigned 8-bit PCM is centred on 128
-        midpoint = (np.iinfo(array.dtype).max + 1) // 2
-        array = (array.astype(np.float32) - midpoint) / float(midpoint)
-    return array.mean(axis=0)
+# Sample format -> (numpy dtype, full scale, midpoint): samples / full scale are in [-1, 1] after the midpoint
+# (unsigned 8-bit PCM is centred on 128) is taken off.
+SAMPLE_FORMATS = {
+    **dict.fromkeys(("flt", "fltp"), (np.float32, 1.0, 0)),
+    **dict.fromkeys(("dbl", "dblp"), (np.float64, 1.0, 0)),
+    **dict.fromkeys(("s16", "s16p"), (np.int16, 32768.0, 0)),
+    **dict.fromkeys(("s32", "s32p"), (np.int32, 2.0**31, 0)),
+    **dict.fromkeys(("s64", "s64p"), (np.int64, 2.0**63, 0)),
+    **dict.fromkeys(("u8", "u8p"), (np.uint8, 128.0, 128)),
+}
+
+
+def _channel_views(frame: "av.AudioFrame", skip: int, count: int) -> list[np.ndarray]:
+    """`(count,)` views of each channel's samples `[skip, skip + count)` on the frame's own buffers."""
+    dtype = SAMPLE_FORMATS[frame.format.name][0]
+    channels, samples = frame.layout.nb_channels, frame.samples
+    if frame.format.is_planar:
+        return [np.frombuffer(plane, dtype, count=samples)[skip : skip + count] for plane in frame.planes[:channels]]
+    interleaved = np.frombuffer(frame.planes[0], dtype, count=samples * channels).reshape(samples, channels)
+    return [interleaved[skip : skip + count, c] for c in range(channels)]
 
 
 class _Resampler:

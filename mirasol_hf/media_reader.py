@@ -9,9 +9,9 @@ import numpy as np
 import torch
 
 from .media_arrays import media_from_arrays
-from .media_audio import _decode_audio
+from .media_audio import _AudioPackets, _decode_audio
 from .media_clip import DEFAULT_SAMPLING_RATE, MediaClip
-from .media_errors import MediaError, logger
+from .media_errors import MediaError, _OncePerFile, logger
 from .media_exact import _decode_exact, _OutputOrderMismatch
 from .media_frames import DEFAULT_INTERPOLATION, DEFAULT_MAX_FRAME_PIXELS, _frame_converter, _gather, _reporting
 from .media_sampling import _nearest_keyframe_ranks, _split_by_keyframes, sample_frame_indices
@@ -140,6 +140,8 @@ def read_media(
     if num_threads is None:
         num_threads = min(os.cpu_count() or 1, DEFAULT_MAX_THREADS)
     media = _Source(source)
+    once = _OncePerFile(media.name)
+    logger.addFilter(once)
     try:
         options = dict(
             num_frames=num_frames,
@@ -172,6 +174,7 @@ def read_media(
         # one bad file is one clear error, never a traceback from deep inside the decoder.
         raise MediaError(f"{media.name}: could not be read ({type(error).__name__}: {error})") from error
     finally:
+        logger.removeFilter(once)
         media.close()
 
 
@@ -254,8 +257,11 @@ def _read(
     tasks = [lambda part_index=part_index: decode_part(part_index) for part_index in range(len(parts))]
     if audio_packets is not None:
         # Only the audio under the sampled frames' chunks is decoded: from the first sampled frame to the range end.
+        # Without trusted video timestamps the frames' times are estimates: the whole track is decoded then.
         stop = timeline.end_time if end_time is None else min(timeline.end_time, float(end_time))
         window = (timeline.origin_seconds + float(timeline.times[ranks].min()), timeline.origin_seconds + stop)
+        if not timeline.has_timestamps:
+            window = (-np.inf, np.inf)
         tasks.append(lambda: _decode_audio(audio_stream, audio_packets, sampling_rate, window, media.name))
     results = _run_tasks(tasks, parallel)
 
@@ -292,7 +298,10 @@ def _read_audio_only(container, name: str, start_time, end_time, read_audio: boo
     audio_stream = _pick_audio_stream(container, name) if read_audio else None
     if audio_stream is None:
         raise MediaError(f"{name}: no video stream and no readable audio stream (not an audio or video file)")
-    packets = [packet for packet in container.demux(audio_stream) if packet.size]
+    packets = _AudioPackets()
+    for packet in container.demux(audio_stream):
+        if packet.size:
+            packets.append(packet)
     time_base = float(audio_stream.time_base) if audio_stream.time_base else 0.0
     origin = (audio_stream.start_time or 0) * time_base  # the clock's zero: the sound's start
     start = 0.0 if start_time is None else float(start_time)

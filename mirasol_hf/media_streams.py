@@ -6,7 +6,7 @@ import re
 
 import av
 
-from .media_audio import audio_stream_problem
+from .media_audio import _AudioPackets, audio_stream_problem
 from .media_errors import MediaError, logger
 from .media_timeline import _VideoIndex
 
@@ -64,7 +64,7 @@ def _pick_video_stream(container, name: str):
         raise MediaError(f"{name}: no video stream (audio-only or not a video file)")
     usable = [stream for stream in candidates if stream.codec_context is not None]
     if not usable:
-        raise MediaError(f"{name}: unknown video codec (tag {candidates[0].codec_tag!r}): FFmpeg cannot decode it")
+        raise MediaError(f"{name}: unknown video codec: FFmpeg cannot decode it")
     # As FFmpeg's command line picks: the largest picture, then the stream flagged default, then FFmpeg's best.
     best = container.streams.best("video")
     chosen = max(usable, key=lambda stream: (_area(stream), _is_default(stream), stream is best))
@@ -129,7 +129,7 @@ def _describe(stream) -> str:
 def _demux_pass(container, video_stream, audio_stream, name: str):
     """Index every video packet and collect the audio packets: the one full read of the file."""
     index = _VideoIndex(pts=[], dts=[], keyframe=[], discard=[], duration=[])
-    audio_packets = [] if audio_stream is not None else None
+    audio_packets = _AudioPackets() if audio_stream is not None else None
     streams = [video_stream] + ([audio_stream] if audio_stream is not None else [])
     errors = 0
     packets = container.demux(streams)

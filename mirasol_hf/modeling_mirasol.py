@@ -275,6 +275,18 @@ def _check_chunk_mask(name: str, mask, batch: int, num_chunks: int, device) -> t
     return mask.to(device=device, dtype=torch.bool)
 
 
+def media_loss_pairs(media_chunk_mask: torch.Tensor, video_chunk_mask: torch.Tensor | None) -> torch.Tensor:
+    """(2,): how many chunk pairs (t, t+1) the latent and the reconstruction loss average over in a batch.
+
+    Masks (B, T), one row per clip; `video_chunk_mask` None (no video given): no reconstruction pairs.
+    """
+    media_chunk_mask = media_chunk_mask.bool()
+    latent_pairs = (media_chunk_mask[:, :-1] & media_chunk_mask[:, 1:]).sum()
+    if video_chunk_mask is None:
+        return torch.stack([latent_pairs, torch.zeros_like(latent_pairs)])
+    return torch.stack([latent_pairs, (media_chunk_mask[:, :-1] & video_chunk_mask.bool()[:, 1:]).sum()])
+
+
 def _select_media(media_latents, media_chunk_mask, media_index, text_rows: int):
     """Media rows for each text row: `media_latents[media_index]`, checked."""
     if media_latents is None:
@@ -618,11 +630,13 @@ class MirasolForConditionalGeneration(MirasolPreTrainedModel, GenerationMixin):
 
         The latent and reconstruction losses need the raw media: with `media_latents` given instead, only the text
         loss is computed (the other two are None) and `loss` is the weighted text loss. With `media_index` (see
-        `MirasolModel.forward`) the media losses are computed once per clip, not once per question. Trainer's
-        `num_items_in_batch` and `shift_labels` are taken as transformers' `ForCausalLMLoss` takes them.
+        `MirasolModel.forward`) the media losses are computed once per clip, not once per question. Keyword
+        arguments `num_items_in_batch` (Trainer) and `media_pairs_in_batch` (`MirasolTrainer`, see `media_loss_pairs`)
+        normalise the losses over a whole accumulated batch; `shift_labels` is taken as transformers' `ForCausalLMLoss` takes it.
         """
         num_items_in_batch = kwargs.pop("num_items_in_batch", None)
         shift_labels = kwargs.pop("shift_labels", None)
+        media_pairs_in_batch = kwargs.pop("media_pairs_in_batch", None)
         outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -649,9 +663,9 @@ class MirasolForConditionalGeneration(MirasolPreTrainedModel, GenerationMixin):
             loss = config.text_loss_weight * text_loss
             if outputs.encoded_media is not None:
                 media_loss, media_latent_loss, media_reconstruction_loss = self._media_losses(
-                    outputs.encoded_media, pixel_values_videos, video_chunk_mask
+                    outputs.encoded_media, pixel_values_videos, video_chunk_mask, media_pairs_in_batch
                 )
-                if num_items_in_batch is not None:
+                if num_items_in_batch is not None and media_pairs_in_batch is None:
                     # Under gradient accumulation each micro-batch's media losses count by its share of the
                     # supervised tokens, as the text loss does; without accumulation the share is 1.
                     targets = labels[:, 1:] if shift_labels is None else shift_labels
@@ -674,10 +688,22 @@ class MirasolForConditionalGeneration(MirasolPreTrainedModel, GenerationMixin):
             media_chunk_mask=outputs.media_chunk_mask,
         )
 
-    def _media_losses(self, media: MirasolMediaOutput, pixel_values_videos, video_chunk_mask):
-        """Weighted latent + reconstruction loss, and each of them, from the encoding of each clip."""
+    def _media_losses(self, media: MirasolMediaOutput, pixel_values_videos, video_chunk_mask, pairs_in_batch=None):
+        """Weighted latent + reconstruction loss, and each of them, from the encoding of each clip.
+
+        `pairs_in_batch` (2,): the chunk pairs each loss averages over in the whole accumulated batch (all processes),
+        from `media_loss_pairs`; each loss then counts in the total by this batch's share of its pairs, so that
+        micro-batches add up to one large batch exactly. The returned components stay this batch's means.
+        """
         config = self.config
         latents, chunk_mask = media.media_latents, media.media_chunk_mask
+        if pixel_values_videos is not None:
+            batch, num_chunks = chunk_mask.shape
+            video_chunk_mask = _check_chunk_mask("video_chunk_mask", video_chunk_mask, batch, num_chunks, latents.device)
+        shares = torch.ones(2, device=latents.device)
+        if pairs_in_batch is not None:
+            pairs_here = media_loss_pairs(chunk_mask, video_chunk_mask if pixel_values_videos is not None else None)
+            shares = pairs_here.to(latents.device) / torch.as_tensor(pairs_in_batch, device=latents.device).clamp(min=1)
         latent_source = latents
         if config.latent_config.latent_loss_detach_input:
             latent_source = self.model.latent_model(media.combined_features.detach(), chunk_mask)
@@ -685,17 +711,15 @@ class MirasolForConditionalGeneration(MirasolPreTrainedModel, GenerationMixin):
         media_latent_loss = latent_loss(
             predicted, media.combined_features, chunk_mask, config.latent_config.latent_loss_type
         )
-        total = config.latent_loss_weight * media_latent_loss
+        total = config.latent_loss_weight * media_latent_loss * shares[0]
         media_reconstruction_loss = None
         if pixel_values_videos is not None:
-            batch, num_chunks = chunk_mask.shape
-            video_chunk_mask = _check_chunk_mask("video_chunk_mask", video_chunk_mask, batch, num_chunks, latents.device)
             frames = pixel_values_videos.to(latents.dtype)
             frames = frames.reshape(batch, num_chunks, config.frames_per_chunk, *frames.shape[2:])  # (B, T, f, C, H, W)
             media_reconstruction_loss = reconstruction_loss(
                 self.reconstruction_decoder, latents, frames, chunk_mask, video_chunk_mask
             )
-            total = total + config.reconstruction_loss_weight * media_reconstruction_loss
+            total = total + config.reconstruction_loss_weight * media_reconstruction_loss * shares[1]
         return total, media_latent_loss, media_reconstruction_loss
 
     @torch.no_grad()

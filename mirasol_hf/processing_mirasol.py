@@ -472,10 +472,12 @@ class MirasolProcessor(ProcessorMixin):
 
     def normalize_frames(self, frames: np.ndarray) -> np.ndarray:
         """uint8 frames (B, F, S, S, 3) -> the model's `pixel_values_videos` (B, F, 3, S, S) float32."""
-        mean = np.asarray(self.image_mean, np.float32)
-        std = np.asarray(self.image_std, np.float32)
-        pixels = (np.asarray(frames).astype(np.float32) / PIXEL_MAX - mean) / std
-        return np.ascontiguousarray(pixels.transpose(0, 1, 4, 2, 3))  # (B, F, S, S, 3) -> (B, F, 3, S, S)
+        # (x / PIXEL_MAX - mean) / std as one in-place multiply-add, after the copy that moves channels first.
+        scale = torch.tensor([1.0 / (PIXEL_MAX * std) for std in self.image_std])[:, None, None]  # (3, 1, 1)
+        shift = torch.tensor([-mean / std for mean, std in zip(self.image_mean, self.image_std)])[:, None, None]
+        pixels = torch.from_numpy(np.require(frames, requirements="W")).permute(0, 1, 4, 2, 3)  # -> (B, F, 3, S, S)
+        pixels = pixels.to(torch.float32, memory_format=torch.contiguous_format)
+        return pixels.mul_(scale).add_(shift).numpy()
 
     def _tokenize(self, prompts, answers, text_kwargs: dict) -> dict:
         """Token ids of the prompts (+ answers and their labels), through the tokenizer with `text_kwargs`."""

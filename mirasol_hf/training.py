@@ -12,13 +12,16 @@ See docs/training.md for the recipes.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from transformers import Trainer
 
+from .modeling_mirasol import media_loss_pairs
 from .processing_mirasol import IGNORE_INDEX
 from .tokenization_mirasol import DEFAULT_VOCAB_SIZE, build_tokenizer
 
@@ -90,6 +93,8 @@ def apply_training_stage(model, stage: str) -> list[str]:
 # ---- data collator --------------------------------------------------------------------------------------------------
 
 TIME_RANGE_COLUMNS = ("start_time", "end_time")
+# Columns of a clip preprocessed by mirasol_hf.preprocess: `MirasolProcessor.decode_videos`'s outputs, one clip each.
+CACHED_MEDIA = ("frames", "input_features", "video_chunk_mask", "audio_chunk_mask")
 
 
 @dataclass
@@ -101,15 +106,26 @@ class MirasolDataCollator:
     stacks video and audio with their chunk masks and, with `with_answers`, adds `labels` (-100 on the prompt and
     padding). With `with_answers=False` the batch is prompts only, for `generate()`.
 
+    Rows grouped by clip (`mirasol_hf.data.group_by_clip`: `question` and `answer` are lists) give one media row per
+    clip and one text row per question, with `media_index` (B_text,) pointing each question at its clip: a clip is
+    decoded and encoded once per batch however many questions ride on it. `questions_per_clip` keeps a random subset
+    of at most that many questions of each clip (drawn from torch's generator, so Trainer's seed and each DataLoader
+    worker's seed govern it); None keeps them all.
+
     Trainer drops dataset columns that the model's `forward` does not name unless `remove_unused_columns=False`;
     the collator needs `video`, `question` (and `answer`), so set that (examples/finetune.py does).
     """
 
     processor: object
     with_answers: bool = True
+    questions_per_clip: int | None = None
     video_column: str = "video"
     question_column: str = "question"
     answer_column: str = "answer"
+
+    def __post_init__(self):
+        if self.questions_per_clip is not None and self.questions_per_clip < 1:
+            raise ValueError(f"questions_per_clip must be at least 1 (or None for all), got {self.questions_per_clip}")
 
     def __call__(self, rows: list[dict]) -> dict:
         needed = [self.video_column, self.question_column] + ([self.answer_column] if self.with_answers else [])
@@ -120,11 +136,49 @@ class MirasolDataCollator:
                 f"{missing}). Trainer removes columns that the model's forward() does not take unless "
                 "TrainingArguments(remove_unused_columns=False)."
             )
-        videos = [self._video(row) for row in rows]
-        questions = [row[self.question_column] for row in rows]
-        answers = [row[self.answer_column] for row in rows] if self.with_answers else None
-        batch = self.processor(videos=videos, text=questions, answers=answers, return_tensors="pt")
-        return dict(batch)
+        batch = self._media(rows)
+        if not isinstance(rows[0][self.question_column], list):
+            questions = [row[self.question_column] for row in rows]
+            answers = [row[self.answer_column] for row in rows] if self.with_answers else None
+            batch.update(self.processor(text=questions, answers=answers, return_tensors="pt"))
+            return batch
+
+        questions, answers, media_index = [], [], []
+        for clip, row in enumerate(rows):
+            kept = self.question_positions(row)
+            questions += [row[self.question_column][position] for position in kept]
+            if self.with_answers:
+                answers += [row[self.answer_column][position] for position in kept]
+            media_index += [clip] * len(kept)
+        batch.update(self.processor(text=questions, answers=answers if self.with_answers else None, return_tensors="pt"))
+        batch["media_index"] = torch.tensor(media_index, dtype=torch.long)  # (B_text,): each question's clip
+        return batch
+
+    def _media(self, rows: list[dict]) -> dict:
+        """The media tensors: decoded from the videos, or read from a preprocessed cache's rows (`CACHED_MEDIA`)."""
+        if CACHED_MEDIA[0] not in rows[0]:
+            return dict(self.processor(videos=[self._video(row) for row in rows], return_tensors="pt"))
+        media = {name: np.stack([np.asarray(row[name]) for row in rows]) for name in CACHED_MEDIA}
+        expected = (self.processor.num_frames, self.processor.image_size, self.processor.image_size, 3)
+        if media["frames"].shape[1:] != expected or media["frames"].dtype != np.uint8:
+            raise ValueError(
+                f"the preprocessed cache holds frames {media['frames'].dtype} {media['frames'].shape[1:]}, the "
+                f"processor expects uint8 {expected}: preprocess again with this model's settings"
+            )
+        pixel_values = self.processor.normalize_frames(media.pop("frames"))
+        return {
+            "pixel_values_videos": torch.from_numpy(pixel_values),
+            **{name: torch.from_numpy(np.ascontiguousarray(values)) for name, values in media.items()},
+        }
+
+    def question_positions(self, row: dict) -> list[int]:
+        """Which of a grouped row's questions go into the batch (positions in its lists, in order)."""
+        count = len(row[self.question_column])
+        if count == 0:
+            raise ValueError(f"clip {row[self.video_column]!r} has no questions")
+        if self.questions_per_clip is None or count <= self.questions_per_clip:
+            return list(range(count))
+        return sorted(torch.randperm(count)[: self.questions_per_clip].tolist())
 
     def _video(self, row: dict):
         times = {key: row[key] for key in TIME_RANGE_COLUMNS if row.get(key) is not None}
@@ -264,6 +318,50 @@ class MediaAugmentation:
 LOSS_COMPONENTS = ("text_loss", "latent_loss", "reconstruction_loss")
 
 
+def batch_media_loss_pairs(batch: dict) -> torch.Tensor | None:
+    """`media_loss_pairs` of a collated batch (its chunk masks, one row per clip); None without media or masks."""
+    has_video, has_audio = batch.get("pixel_values_videos") is not None, batch.get("input_features") is not None
+    video_chunk_mask, audio_chunk_mask = batch.get("video_chunk_mask"), batch.get("audio_chunk_mask")
+    if not (has_video or has_audio) or (has_video and video_chunk_mask is None) or (has_audio and audio_chunk_mask is None):
+        return None
+    # As the model's encode_media: a modality not given counts as absent in every chunk.
+    masks = [mask.bool() for mask, given in ((video_chunk_mask, has_video), (audio_chunk_mask, has_audio)) if given]
+    media_chunk_mask = masks[0] if len(masks) == 1 else masks[0] | masks[1]
+    return media_loss_pairs(media_chunk_mask, video_chunk_mask if has_video else None)
+
+
+def fsdp_requested(args) -> bool:
+    """Whether FSDP was asked for: by TrainingArguments (`fsdp=...`) or by `accelerate launch` (a config with
+    `distributed_type: FSDP` sets ACCELERATE_USE_FSDP)."""
+    return args.fsdp_plugin_args is not None or os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+
+
+def enable_fsdp_on_cpu(trainer: Trainer) -> None:
+    """Turns FSDP on where Accelerate leaves it off: several CPU processes (gloo).
+
+    Accelerate enables FSDP only on accelerators and trains CPU processes with DDP whatever the config says. FSDP2's
+    `fully_shard` works on CPU meshes with gloo, so this switches the Trainer's Accelerator to FSDP2 (FSDP1 is not
+    supported on CPU) before the model is prepared; elsewhere it does nothing.
+    """
+    from accelerate import PartialState
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+    state = trainer.accelerator.state
+    if state.distributed_type != DistributedType.MULTI_CPU or not fsdp_requested(trainer.args):
+        return
+    if trainer.args.fsdp_plugin_args is not None:
+        plugin = FullyShardedDataParallelPlugin(**trainer.args.fsdp_plugin_args)
+    else:
+        plugin = FullyShardedDataParallelPlugin()  # from the FSDP_* variables accelerate launch sets
+    if plugin.fsdp_version != 2:
+        raise ValueError("FSDP on CPU needs FSDP2: set fsdp_version: 2 (fsdp_config={'version': 2})")
+    state.fsdp_plugin = plugin
+    state.distributed_type = DistributedType.FSDP
+    # Every AcceleratorState() copies PartialState's fields over its own: set it there too, as Accelerate does.
+    PartialState._shared_state["distributed_type"] = DistributedType.FSDP
+    trainer.is_fsdp_enabled = True
+
+
 class MirasolTrainer(Trainer):
     """`Trainer` that logs each loss component next to the total and applies `augmentation` in training steps.
 
@@ -285,10 +383,56 @@ class MirasolTrainer(Trainer):
         self.augmentation = augmentation
         # [text CE sum, text tokens, latent sum, latent count, reconstruction sum, reconstruction count]
         self._component_totals = None
+        # (2,) chunk pairs of the latent and reconstruction losses in the batch Trainer last counted items of
+        self._media_pairs_in_batch = None
+
+    def create_accelerator_and_postprocess(self):
+        super().create_accelerator_and_postprocess()
+        enable_fsdp_on_cpu(self)
+
+    def _save(self, output_dir=None, state_dict=None):
+        # FSDP2 swaps the model's class for a subclass it makes (FSDPMirasol...), which save_pretrained would write
+        # into the checkpoint's auto_map, copying FSDP's source files beside it: save under the model's own class.
+        from torch.distributed.fsdp import FSDPModule
+
+        sharded_class = type(self.model)
+        if not isinstance(self.model, FSDPModule):
+            return super()._save(output_dir, state_dict)
+        # FSDP2's class is (FSDPModule, the model's class): the first base that is not FSDP's
+        own_class = next(cls for cls in sharded_class.__mro__[1:] if not issubclass(cls, FSDPModule))
+        self.model.__class__ = own_class
+        try:
+            super()._save(output_dir, state_dict)
+        finally:
+            self.model.__class__ = sharded_class
+
+    def _get_num_items_in_batch(self, batch_samples: list, device) -> torch.Tensor | int | None:
+        """Trainer's count of supervised tokens, and beside it the media losses' chunk pairs (`media_loss_pairs`).
+
+        The model divides the text loss's sum by the tokens of the whole accumulated batch; with the pairs it does
+        the same for the latent and reconstruction losses, so k micro-batches (of any sizes, on any number of
+        processes) add up to exactly the gradient of one k-times larger batch for every loss.
+        """
+        num_items_in_batch = super()._get_num_items_in_batch(batch_samples, device)
+        self._media_pairs_in_batch = None
+        if num_items_in_batch is None:
+            return None
+        counts = [batch_media_loss_pairs(batch) for batch in batch_samples]
+        if any(count is None for count in counts):
+            return num_items_in_batch  # the model falls back to weighting media losses by token share
+        pairs = torch.stack(counts).sum(dim=0).to(device)
+        if self.args.average_tokens_across_devices and self.args.world_size > 1:
+            # As Trainer does for the tokens: the loss is then scaled by the number of processes, which DDP/FSDP's
+            # gradient averaging undoes.
+            pairs = self.accelerator.gather(pairs[None]).sum(dim=0)
+        self._media_pairs_in_batch = pairs
+        return num_items_in_batch
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if self.augmentation is not None and model.training:
             inputs = self.augmentation(inputs)
+        if num_items_in_batch is not None and self._media_pairs_in_batch is not None:
+            inputs = {**inputs, "media_pairs_in_batch": self._media_pairs_in_batch}
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
         if model.training and "labels" in inputs:
             self._accumulate_components(outputs, inputs["labels"], num_items_in_batch)

@@ -7,6 +7,8 @@ same weights take any frame count and resolution the tubes fit in.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
@@ -21,6 +23,16 @@ def tube_centres(size: tuple[int, int, int], kernel, stride, offset, device=None
         count = conv_output_size(length, k, s, o)
         axes.append(o + s * torch.arange(count, dtype=torch.float32, device=device) + (k - 1) / 2)
     return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)
+
+
+@functools.lru_cache(maxsize=64)
+def tube_position_embedding(size, kernel, stride, offset, hidden_size: int, device) -> torch.Tensor:
+    """Sin-cos embedding of a tube's centres, `(n_t * n_h * n_w, hidden_size)` float32 (no rows when the tube does
+    not fit). Cached: it depends on sizes only, and its float64 tables would otherwise be rebuilt on every call.
+    Built outside inference mode so that a table first made under `torch.inference_mode` serves training too."""
+    with torch.inference_mode(False), torch.no_grad():
+        centres = tube_centres(size, kernel, stride, offset, device=device)  # (n_t, n_h, n_w, 3)
+        return sincos_embedding(centres.flatten(0, 2), hidden_size)
 
 
 class MirasolVideoEncoder(nn.Module):
@@ -45,8 +57,10 @@ class MirasolVideoEncoder(nn.Module):
         size = tuple(volume.shape[2:])
         tokens = []
         for tube, conv in zip(self.config.tubes, self.tubes):
-            centres = tube_centres(size, tube["kernel"], tube["stride"], tube["offset"], device=volume.device)
-            if centres.numel() == 0:
+            position = tube_position_embedding(
+                size, *(tuple(tube[key]) for key in ("kernel", "stride", "offset")), self.config.hidden_size, volume.device
+            )
+            if len(position) == 0:
                 raise ValueError(
                     f"a video chunk of {size[0]} frames at {size[1]}x{size[2]} is too small for the tube {tube}; "
                     "use more frames per chunk, larger frames, or smaller tubes"
@@ -54,8 +68,7 @@ class MirasolVideoEncoder(nn.Module):
             t0, y0, x0 = tube["offset"]
             features = conv(volume[:, :, t0:, y0:, x0:])  # (N, hidden, n_t, n_h, n_w)
             features = features.flatten(2).transpose(1, 2)  # (N, n_t*n_h*n_w, hidden)
-            position = sincos_embedding(centres.flatten(0, 2), self.config.hidden_size).to(features.dtype)
-            tokens.append(features + position)
+            tokens.append(features + position.to(features.dtype))
         return torch.cat(tokens, dim=1)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:

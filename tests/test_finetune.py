@@ -1,11 +1,7 @@
 """Training with Trainer: the paper's stages, the collator, augmentation, per-loss logging, resume, and the
-examples/finetune.py script under a 2-process `accelerate launch`."""
+examples/finetune.py script (its 2-process FSDP launch: tests/test_training_at_scale.py)."""
 
 import importlib.util
-import json
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -286,49 +282,6 @@ def test_resuming_from_a_checkpoint_continues_the_loss_curve(tmp_path, benchmark
     for step in (3, 4):
         assert resumed[step] == pytest.approx(straight[step], rel=1e-5), step
     assert straight[3] != pytest.approx(straight[2], rel=1e-3)  # the curve moves: the comparison is not vacuous
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def test_finetune_script_trains_with_two_processes_under_accelerate_launch(tmp_path, benchmark):
-    annotation, videos, dataset = benchmark
-    output = tmp_path / "run"
-    accelerate = Path(sys.executable).with_name("accelerate")
-    launcher = [str(accelerate), "launch"]
-    if not accelerate.exists():
-        launcher = [sys.executable, "-m", "accelerate.commands.launch"]
-    # --multi_gpu picks accelerate's multi-process launcher (torchrun); on a machine without GPUs the script makes
-    # Trainer use the CPU with the gloo backend. (`--cpu --num_processes 2` would start a single process.)
-    command = launcher + [
-        "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-        "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
-        str(REPO / "examples" / "finetune.py"),
-        "--preset", "tiny", "--vocab-size", "200", "--stage", "finetune",
-        "--dataset-format", "msrvtt_qa", "--annotations", str(annotation), "--video-dir", str(videos),
-        "--output-dir", str(output), "--max-steps", "2", "--per-device-train-batch-size", "2",
-        "--logging-steps", "1", "--save-steps", "2", "--report-to", "none", "--disable-tqdm", "true",
-        "--dropout", "0.1", "--label-smoothing", "0.2", "--spec-augment", "--mixup-alpha", "0.4",
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=240, cwd=tmp_path)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-
-    state = json.loads((output / "trainer_state.json").read_text())
-    steps = [entry for entry in state["log_history"] if "loss" in entry]
-    assert [entry["step"] for entry in steps] == [1, 2]
-    # 2 processes x 2 clips per step: half of the 8 rows per step.
-    assert steps[0]["epoch"] == pytest.approx(4 / len(dataset))
-    for entry in steps:
-        assert set(LOSS_COMPONENTS) <= set(entry)
-    model = MirasolForConditionalGeneration.from_pretrained(output)
-    assert model.config.text_loss_weight == 10.0 and model.config.label_smoothing == 0.2
-    assert model.config.combiner_config.hidden_dropout == 0.1
-    assert (output / "checkpoint-2" / "processor_config.json").exists()
-    vocabulary = MirasolProcessor.from_pretrained(output).tokenizer.get_vocab()
-    assert MirasolProcessor.from_pretrained(output / "checkpoint-2").tokenizer.get_vocab() == vocabulary
 
 
 def test_finetune_script_resumed_from_scratch_keeps_the_checkpoints_tokenizer(tmp_path, benchmark):
