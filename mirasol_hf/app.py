@@ -116,14 +116,15 @@ def answer_video(answerer, video, questions, max_new_tokens: int = MAX_NEW_TOKEN
     generated = outputs["generated"]
     answers = answerer.postprocess({**outputs, "generated": generated["sequences"]})
     media = model_inputs["media"]
+    num_chunks = media["video_chunk_mask"].shape[1]  # the processor's count (fps sampling makes it vary)
     return VideoAnswers(
         questions=list(items[0].questions),
         answers=answers,
         chunk_attention=chunk_attention(
-            generated, outputs["input_ids"].shape[-1], processor.tokenizer.eos_token_id, processor.num_chunks
+            generated, outputs["input_ids"].shape[-1], processor.tokenizer.eos_token_id, num_chunks
         ),
         clip=clip,
-        chunk_windows=clip.chunk_windows(processor.num_chunks),
+        chunk_windows=clip.chunk_windows(num_chunks),
         log_mel=media["input_features"][0].numpy(),
         audio_chunk_mask=media["audio_chunk_mask"][0].numpy(),
     )
