@@ -51,6 +51,7 @@ from .text_decoder import (
     MirasolStaticCrossAttentionCacheLayer,
     MirasolTextDecoderLayer,
     MirasolTextModel,
+    build_media_attention_mask,
 )
 from .video_encoder import MirasolVideoEncoder
 
@@ -498,12 +499,15 @@ class MirasolModel(MirasolPreTrainedModel):
         cache: Cache | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         use_cache: bool | None = None,
+        media_attention_mask: torch.Tensor | None = None,
         **kwargs,
     ) -> MirasolModelOutputWithPast:
         """Encodes raw media (or takes `media_latents` from `encode_media`) and runs the text decoder on it.
 
         `media_index` (B_text,) lets several text rows share one clip: text row i attends to media row
         `media_index[i]`, so a clip asked about many times is encoded once per batch (training included).
+        `media_attention_mask` (B_text, 1, 1, T*m): the text rows' cross-attention mask from
+        `build_media_attention_mask`, made once per generate() call; built from `media_chunk_mask` when not given.
         `output_attentions`, `output_hidden_states` and `return_dict` work as in transformers' models.
         """
         has_raw_media = pixel_values_videos is not None or input_features is not None
@@ -538,6 +542,7 @@ class MirasolModel(MirasolPreTrainedModel):
             cache=cache,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
+            media_attention_mask=media_attention_mask,
             output_attentions=kwargs.get("output_attentions", self.config.output_attentions),
         )
         return MirasolModelOutputWithPast(
@@ -624,15 +629,17 @@ class MirasolForConditionalGeneration(MirasolPreTrainedModel, GenerationMixin):
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        media_attention_mask: torch.Tensor | None = None,
         **kwargs,
     ) -> MirasolCausalLMOutputWithPast:
         """Logits for the text; with `labels`, the losses.
 
         The latent and reconstruction losses need the raw media: with `media_latents` given instead, only the text
         loss is computed (the other two are None) and `loss` is the weighted text loss. With `media_index` (see
-        `MirasolModel.forward`) the media losses are computed once per clip, not once per question. Keyword
-        arguments `num_items_in_batch` (Trainer) and `media_pairs_in_batch` (`MirasolTrainer`, see `media_loss_pairs`)
-        normalise the losses over a whole accumulated batch; `shift_labels` is taken as transformers' `ForCausalLMLoss` takes it.
+        `MirasolModel.forward`, as for `media_attention_mask`) the media losses are computed once per clip, not once
+        per question. Keyword arguments `num_items_in_batch` (Trainer) and `media_pairs_in_batch` (`MirasolTrainer`,
+        see `media_loss_pairs`) normalise the losses over a whole accumulated batch; `shift_labels` is taken as
+        transformers' `ForCausalLMLoss` takes it.
         """
         num_items_in_batch = kwargs.pop("num_items_in_batch", None)
         shift_labels = kwargs.pop("shift_labels", None)
@@ -651,6 +658,7 @@ class MirasolForConditionalGeneration(MirasolPreTrainedModel, GenerationMixin):
             cache=cache,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
+            media_attention_mask=media_attention_mask,
             return_dict=True,
             **kwargs,
         )
@@ -757,8 +765,16 @@ class MirasolForConditionalGeneration(MirasolPreTrainedModel, GenerationMixin):
                 raise ValueError("media_index needs the prompts (input_ids) it maps to clips")
             media_latents, media_chunk_mask = _select_media(media_latents, media_chunk_mask, media_index, len(prompts))
         if media_latents is not None:
+            if media_chunk_mask is None:
+                media_chunk_mask = torch.ones(media_latents.shape[:2], dtype=torch.bool, device=media_latents.device)
             kwargs["media_latents"] = media_latents
             kwargs["media_chunk_mask"] = media_chunk_mask
+            if "media_attention_mask" not in kwargs:
+                # Built once here, not at every step (generate() repeats it per beam / returned sequence).
+                embeds = kwargs.get("inputs_embeds")
+                dtype = embeds.dtype if embeds is not None else self.get_input_embeddings().weight.dtype
+                tokens_per_chunk = media_latents.shape[2]
+                kwargs["media_attention_mask"] = build_media_attention_mask(media_chunk_mask, tokens_per_chunk, dtype)
             # An assistant (assisted decoding) is handed these latents, not the raw media.
             assistant = kwargs.get("assistant_model")
             width = media_latents.shape[-1]

@@ -132,6 +132,12 @@ class MirasolGatedCrossAttentionBlock(GradientCheckpointingLayer):
         return hidden_states
 
 
+def build_media_attention_mask(media_chunk_mask: torch.Tensor, tokens_per_chunk: int, dtype: torch.dtype):
+    """(B, T) chunk mask -> additive cross-attention mask (B, 1, 1, T*m) over the chunk-major media tokens."""
+    token_mask = media_chunk_mask.bool().repeat_interleave(tokens_per_chunk, dim=1)  # (B, T*m)
+    return additive_mask(token_mask[:, None, None, :], dtype)
+
+
 def _cross_attention_cached(cache: Cache | None, index: int) -> bool:
     if cache is None or index >= len(cache.layers):
         return False
@@ -173,20 +179,27 @@ class MirasolTextModel(nn.Module):
         cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
+        media_attention_mask: torch.Tensor | None = None,
         **kwargs,
     ) -> tuple[torch.Tensor, Cache | None]:
         """Runs the decoder.
 
         `media_latents` (B, T, m, d) and `media_chunk_mask` (B, T) are the latent model's outputs. On decoding steps
         leave `media_latents` None (the cache holds their keys/values) but keep passing `media_chunk_mask`; with
-        neither latents nor cached media (text-only input) the cross-attention blocks are skipped. `kwargs` (e.g.
-        `output_attentions`) reach the attention functions. Returns the final hidden states (B, L, hidden) and the cache.
+        neither latents nor cached media (text-only input) the cross-attention blocks are skipped.
+        `media_attention_mask` is `build_media_attention_mask(media_chunk_mask, m, dtype)` made once by the caller
+        (generate() passes it at every step); without it, or in another dtype than the text's, it is built here.
+        `use_cache` defaults to `config.use_cache`, except in a training forward (training mode, gradients on), which
+        builds no cache unless asked. `kwargs` (e.g. `output_attentions`) reach the attention functions. Returns the
+        final hidden states (B, L, hidden) and the cache.
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)
-        use_cache = self.config.use_cache if use_cache is None else use_cache
+        if use_cache is None:
+            # A training forward's cache would be thrown away (Llama's default builds one anyway).
+            use_cache = self.config.use_cache and not (self.training and torch.is_grad_enabled())
         if use_cache and cache is None:
             cache = DynamicCache(config=self.config)
         if cache is not None:
@@ -212,7 +225,7 @@ class MirasolTextModel(nn.Module):
         cross_cached = bool(self.cross_attention_blocks) and _cross_attention_cached(
             cache, self.cross_attention_blocks[0].cross_attn.layer_idx
         )
-        media_tokens = media_attention_mask = has_media = None
+        media_tokens = has_media = None
         if media_latents is not None:
             media_tokens = media_latents.flatten(1, 2)  # (B, T, m, d) -> (B, T*m, d)
             num_chunks, tokens_per_chunk = media_latents.shape[1:3]
@@ -225,9 +238,16 @@ class MirasolTextModel(nn.Module):
         if use_media:
             if media_chunk_mask is None:
                 media_chunk_mask = torch.ones(batch, num_chunks, dtype=torch.bool, device=inputs_embeds.device)
-            token_mask = media_chunk_mask.bool().repeat_interleave(tokens_per_chunk, dim=1)  # (B, T*m)
-            media_attention_mask = additive_mask(token_mask[:, None, None, :], inputs_embeds.dtype)  # (B, 1, 1, T*m)
-            has_media = token_mask.any(dim=1).to(inputs_embeds.dtype)[:, None, None]  # (B, 1, 1)
+            expected = (batch, 1, 1, num_chunks * tokens_per_chunk)
+            if media_attention_mask is not None and tuple(media_attention_mask.shape) != expected:
+                raise ValueError(
+                    f"media_attention_mask must be (batch, 1, 1, num_chunks * tokens_per_chunk) = {expected} for "
+                    f"these inputs, got {tuple(media_attention_mask.shape)}"
+                )
+            dtype = inputs_embeds.dtype
+            if media_attention_mask is None or media_attention_mask.dtype != dtype:
+                media_attention_mask = build_media_attention_mask(media_chunk_mask, tokens_per_chunk, dtype)
+            has_media = media_chunk_mask.bool().any(dim=1).to(dtype)[:, None, None]  # (B, 1, 1)
 
         hidden_states = inputs_embeds
         for index, layer in enumerate(self.layers):
