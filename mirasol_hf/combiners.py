@@ -88,17 +88,8 @@ class MirasolTransformerCombiner(MirasolCombiner):
         layers = list(self.encoder.layers)
         for layer in layers[:-1]:
             hidden = layer(hidden, attention_mask=mask, is_causal=sdpa_causal)
-        kept = self._kept_tokens_through(layers[-1], hidden, m, kept_rows_mask) if layers else hidden[:, -m:]
+        kept = layers[-1](hidden, attention_mask=kept_rows_mask, query_length=m) if layers else hidden[:, -m:]
         return self.encoder.norm(kept).reshape(batch, num_chunks, m, width)  # (B*T, m, d) -> (B, T, m, d)
-
-    @staticmethod
-    def _kept_tokens_through(layer, hidden: torch.Tensor, m: int, attention_mask) -> torch.Tensor:
-        """`layer(hidden)[:, -m:]` (`MirasolEncoderLayer.forward`'s pre-LayerNorm block) computed for the last m
-        tokens only: they are the queries, every token gives keys and values. (B*T, L, d) -> (B*T, m, d)."""
-        normed = layer.layer_norm1(hidden)
-        attended, _ = layer.self_attn(normed[:, -m:], key_value_states=normed, attention_mask=attention_mask)
-        kept = hidden[:, -m:] + attended
-        return kept + layer.mlp(layer.layer_norm2(kept))
 
 
 class MirasolTokenLearner(nn.Module):

@@ -140,11 +140,23 @@ class MirasolEncoderLayer(GradientCheckpointingLayer):
         self.layer_norm2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.mlp = MirasolMLP(config.hidden_size, config.intermediate_size, config.hidden_act, config.hidden_dropout)
 
-    def forward(self, hidden_states: torch.Tensor, attention_mask=None, cache=None, **kwargs) -> torch.Tensor:
-        """`cache` (a transformers `Cache`): earlier tokens' keys/values are read and these appended."""
-        attended, _ = self.self_attn(
-            self.layer_norm1(hidden_states), attention_mask=attention_mask, cache=cache, **kwargs
-        )
+    def forward(
+        self, hidden_states: torch.Tensor, attention_mask=None, cache=None, query_length: int | None = None, **kwargs
+    ) -> torch.Tensor:
+        """`cache` (a transformers `Cache`): earlier tokens' keys/values are read and these appended.
+
+        `query_length`: only the last `query_length` tokens are computed (every token still gives keys and values),
+        `(B, L, d) -> (B, query_length, d)`: `layer(x)[:, -q:]` for less work, through the module's own call so that
+        wrappers hooked on it (FSDP's unsharding, gradient checkpointing) still apply.
+        """
+        normed = self.layer_norm1(hidden_states)
+        if query_length is None:
+            attended, _ = self.self_attn(normed, attention_mask=attention_mask, cache=cache, **kwargs)
+        else:
+            hidden_states = hidden_states[:, -query_length:]
+            attended, _ = self.self_attn(
+                normed[:, -query_length:], key_value_states=normed, attention_mask=attention_mask, **kwargs
+            )
         hidden_states = hidden_states + attended
         return hidden_states + self.mlp(self.layer_norm2(hidden_states))
 
