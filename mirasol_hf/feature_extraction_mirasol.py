@@ -175,7 +175,8 @@ class MirasolFeatureExtractor(SequenceFeatureExtractor):
 
         bin_edges = self._bin_edges(windows, frame_edges[0], frame_edges[-1])  # (T, A + 1)
         averaging = self._bin_averaging(frame_edges, bin_edges[:, :-1].ravel(), bin_edges[:, 1:].ravel())
-        mean_power = (averaging @ mel_power).reshape(num_chunks, bins, self.num_mel_bins)  # (T * A, mels) -> (T, A, mels)
+        mean_power = averaging @ mel_power  # (T * A, mels)
+        mean_power = mean_power.reshape(num_chunks, bins, self.num_mel_bins)  # (T * A, mels) -> (T, A, mels)
         return self._log_mel_chunks(mean_power, np.diff(bin_edges, axis=1), windows)
 
     def _sample_span(self, windows: np.ndarray) -> tuple[int, int]:

@@ -457,7 +457,8 @@ class MirasolProcessor(ProcessorMixin):
                                            waveform_start_time=track.waveform_start_time)
             else:
                 made = []  # accumulators the reader asked for; its last one holds the clip's audio
-                clip = self.read_video(item, audio_sink=self._chunk_audio_sink(read_options.get("fps"), made), **read_options)
+                sink = self._chunk_audio_sink(read_options.get("fps"), made)
+                clip = self.read_video(item, audio_sink=sink, **read_options)
                 if made and clip.waveform is None:
                     accumulators[len(clips)] = made[-1]
             clips.append(clip)
