@@ -453,8 +453,8 @@ class MirasolProcessor(ProcessorMixin):
                 # A video with a sound track of its own: the given audio replaces the video's, from its first frame.
                 video, sound = item
                 track = self._read_audio(sound)
-                clip = dataclasses.replace(self.read_video(video, **read_options), waveform=track.waveform,
-                                           waveform_start_time=track.waveform_start_time)
+                clip = self.read_video(video, read_audio=False, **read_options)  # its own sound is not used
+                clip = dataclasses.replace(clip, waveform=track.waveform, waveform_start_time=track.waveform_start_time)
             else:
                 made = []  # accumulators the reader asked for; its last one holds the clip's audio
                 sink = self._chunk_audio_sink(read_options.get("fps"), made)
