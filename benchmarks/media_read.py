@@ -10,7 +10,10 @@ for the audio (transformers' load_audio needs torchcodec for mp4). Run from the 
 `--memory` measures instead what reading 128 frames + audio costs as the clip grows: peak RSS above the process's
 RSS after its imports, wall and CPU time, each read in a fresh process, for clips of `--memory-seconds` with and
 without an audio track (long clips are one 10 s segment of 160x90 H.264 + AAC repeated with shifted timestamps,
-written in seconds). Run it with another checkout first on PYTHONPATH to measure that version instead.
+written in seconds). `--memory-path processor` (the default) measures what the model's inputs cost:
+`MirasolProcessor.decode_videos` (frames at 224x224 in 16 chunks of 8, and the log-mel of each chunk);
+`--memory-path read_media` measures `read_media` alone (frames at native size and the waveform). Run it with another
+checkout first on PYTHONPATH to measure that version instead.
 
     python benchmarks/media_read.py --memory
 """
@@ -144,22 +147,41 @@ def write_long_clip(path: Path, seconds: float, with_audio: bool):
                     output.mux(copy)
 
 
-def measure_one(path: str):
-    """Read 128 frames + audio of `path` in this fresh process; print peak RSS growth and times as JSON."""
+FRAMES_PER_CHUNK = 8
+MEMORY_PATHS = ("processor", "read_media")
+
+
+def measure_one(path: str, memory_path: str):
+    """Read 128 frames + audio of `path` in this fresh process (`memory_path`: "read_media" or "processor"); print
+    peak RSS growth and times as JSON."""
+    if memory_path == "processor":
+        from mirasol_hf.feature_extraction_mirasol import MirasolFeatureExtractor
+        from mirasol_hf.processing_mirasol import MirasolProcessor
+        from mirasol_hf.tokenization_mirasol import build_tokenizer
+
+        tokenizer = build_tokenizer(["question: what is playing? answer: a tone"], vocab_size=100)
+        chunks = {"num_chunks": NUM_FRAMES // FRAMES_PER_CHUNK, "frames_per_chunk": FRAMES_PER_CHUNK}
+        processor = MirasolProcessor(MirasolFeatureExtractor(), tokenizer, **chunks)
+        read = lambda: processor.decode_videos([path])  # noqa: E731
+    else:
+        read = lambda: read_media(path, NUM_FRAMES)  # noqa: E731
     with open("/proc/self/statm") as statm:
         baseline_kib = int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
     start, cpu_start = time.perf_counter(), time.process_time()
-    clip = read_media(path, NUM_FRAMES)
+    output = read()
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    audio_seconds = 0.0 if clip.waveform is None else len(clip.waveform) / clip.sampling_rate
-    print(json.dumps({"peak_mib": (peak_kib - baseline_kib) / 1024, "wall": wall, "cpu": cpu, "audio": audio_seconds}))
+    if memory_path == "processor":
+        audio = f"{int(output['audio_chunk_mask'].sum())} chunks"
+    else:
+        audio = "none" if output.waveform is None else f"{len(output.waveform) / output.sampling_rate:.0f} s"
+    print(json.dumps({"peak_mib": (peak_kib - baseline_kib) / 1024, "wall": wall, "cpu": cpu, "audio": audio}))
 
 
-def memory_table(lengths: list[float], rounds: int):
+def memory_table(lengths: list[float], rounds: int, memory_path: str):
     """Peak RSS growth and time of reading 128 frames + audio vs clip length, with and without audio."""
-    print(f"load average (1 min) at start: {os.getloadavg()[0]:.1f}")
-    print("\n| clip | audio | peak RSS growth (MiB), median [min-max] | wall (s) | CPU (s) | audio read (s) |")
+    print(f"{memory_path}; load average (1 min) at start: {os.getloadavg()[0]:.1f}")
+    print("\n| clip | audio | peak RSS growth (MiB), median [min-max] | wall (s) | CPU (s) | audio read |")
     print("|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as directory:
         for seconds in lengths:
@@ -168,14 +190,17 @@ def memory_table(lengths: list[float], rounds: int):
                 write_long_clip(path, seconds, with_audio)
                 runs = []
                 for _ in range(rounds):
-                    command = [sys.executable, __file__, "--measure-one", str(path)]
-                    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+                    command = [sys.executable, __file__, "--measure-one", str(path), "--memory-path", memory_path]
+                    result = subprocess.run(command, capture_output=True, text=True)
+                    if result.returncode:
+                        raise SystemExit(f"{' '.join(command)} failed:\n{result.stderr}")
+                    output = result.stdout
                     runs.append(json.loads(output.strip().splitlines()[-1]))
                 peaks, walls, cpus = (np.array([run[key] for run in runs]) for key in ("peak_mib", "wall", "cpu"))
                 print(
                     f"| {seconds / 60:g} min | {'yes' if with_audio else 'no'} | {np.median(peaks):.0f} "
                     f"[{peaks.min():.0f}-{peaks.max():.0f}] | {np.median(walls):.2f} | {np.median(cpus):.2f} | "
-                    f"{runs[0]['audio']:.0f} |",
+                    f"{runs[0]['audio']} |",
                     flush=True,
                 )
                 path.unlink()
@@ -189,12 +214,13 @@ def main():
     parser.add_argument("--memory", action="store_true", help="peak RSS and time vs clip length instead")
     parser.add_argument("--memory-seconds", type=float, nargs="+", default=[120.0, 1800.0, 3600.0])
     parser.add_argument("--memory-rounds", type=int, default=3, help="fresh processes per clip in --memory")
+    parser.add_argument("--memory-path", choices=MEMORY_PATHS, default="processor", help="what --memory measures")
     parser.add_argument("--measure-one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure_one:
-        return measure_one(args.measure_one)
+        return measure_one(args.measure_one, args.memory_path)
     if args.memory:
-        return memory_table(args.memory_seconds, args.memory_rounds)
+        return memory_table(args.memory_seconds, args.memory_rounds, args.memory_path)
 
     readers = {
         "transformers load_video(pyav) + audio pass": lambda path: reference(path),

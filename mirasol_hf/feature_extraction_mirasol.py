@@ -165,39 +165,75 @@ class MirasolFeatureExtractor(SequenceFeatureExtractor):
 
         # Times relative to the waveform's first sample; the spectrogram covers only the samples the windows need.
         windows = windows - start_time
-        first = min(max(0, int(np.floor(windows.min() * self.sampling_rate)) - self.window_length), len(waveform))
-        last = max(min(len(waveform), int(np.ceil(windows.max() * self.sampling_rate)) + self.window_length), first)
+        first, last = self._sample_span(windows)
+        first = min(first, len(waveform))
+        last = max(min(len(waveform), last), first)
         if last == first:
             return features, mask
         mel_power = self._mel_power(waveform[first:last])  # (frames, num_mel_bins); frame j centred on first + j * hop
-        # Frame j stands for [centre - hop/2, centre + hop/2), the outer ones cut to the samples present.
-        frame_edges = (first + (np.arange(len(mel_power) + 1) - 0.5) * self.hop_length) / self.sampling_rate
-        frame_edges[0], frame_edges[-1] = first / self.sampling_rate, last / self.sampling_rate
+        frame_edges = self._frame_edges(first, range(len(mel_power)), last)  # (frames + 1,)
 
-        fractions = np.linspace(0.0, 1.0, bins + 1)
-        bin_edges = windows[:, :1] + (windows[:, 1:] - windows[:, :1]) * fractions[None, :]  # (T, A + 1)
-        bin_edges = np.clip(bin_edges, frame_edges[0], frame_edges[-1])  # the audio-covered part of each bin
-        widths = np.diff(bin_edges, axis=1)  # (T, A)
-        has_audio = widths > 0
+        bin_edges = self._bin_edges(windows, frame_edges[0], frame_edges[-1])  # (T, A + 1)
         averaging = self._bin_averaging(frame_edges, bin_edges[:, :-1].ravel(), bin_edges[:, 1:].ravel())
-        mean_power = (averaging @ mel_power).reshape(num_chunks, bins, self.num_mel_bins)  # (T * A, mels) -> (T, A, mels)
+        mean_power = averaging @ mel_power  # (T * A, mels)
+        mean_power = mean_power.reshape(num_chunks, bins, self.num_mel_bins)  # (T * A, mels) -> (T, A, mels)
+        return self._log_mel_chunks(mean_power, np.diff(bin_edges, axis=1), windows)
+
+    def _sample_span(self, windows: np.ndarray) -> tuple[int, int]:
+        """Samples `[first, last)` whose spectrogram the `(T, 2)` windows (seconds from the waveform's first sample)
+        need: one STFT window beyond them on each side, before cutting to the waveform's length."""
+        first = max(0, int(np.floor(windows.min() * self.sampling_rate)) - self.window_length)
+        last = int(np.ceil(windows.max() * self.sampling_rate)) + self.window_length
+        return first, last
+
+    def _frame_edges(self, first: int, frames: range, last: int | None = None) -> np.ndarray:
+        """Edges in seconds of STFT frames `frames` of a spectrogram of samples from `first`: frame j (centred on
+        `first + j * hop`) stands for [centre - hop/2, centre + hop/2), frame 0 from `first`, the last to `last`."""
+        edges = (first + (np.arange(frames.start, frames.stop + 1) - 0.5) * self.hop_length) / self.sampling_rate
+        if frames.start == 0:
+            edges[0] = first / self.sampling_rate
+        if last is not None:
+            edges[-1] = last / self.sampling_rate
+        return edges
+
+    def _bin_edges(self, windows: np.ndarray, audio_start: float, audio_end: float) -> np.ndarray:
+        """`(T, A + 1)` edges of each window's equal time bins, cut to the audio's span `[audio_start, audio_end]`."""
+        fractions = np.linspace(0.0, 1.0, self.audio_frames_per_chunk + 1)
+        bin_edges = windows[:, :1] + (windows[:, 1:] - windows[:, :1]) * fractions[None, :]  # (T, A + 1)
+        return np.clip(bin_edges, audio_start, audio_end)  # the audio-covered part of each bin
+
+    def _log_mel_chunks(self, mean_power: np.ndarray, widths: np.ndarray, windows: np.ndarray):
+        """`(mels, T * A)` features and `(T,)` mask from each bin's `(T, A, mels)` mean mel power and the `(T, A)`
+        audio-covered widths of the bins of `(T, 2)` windows."""
+        num_chunks, bins = widths.shape
+        has_audio = widths > 0
         log_mel = np.log(np.maximum(mean_power, self.mel_floor))
         if self.feature_mean is not None:
             log_mel = (log_mel - self.feature_mean) / self.feature_std
         log_mel = np.where(has_audio[:, :, None], log_mel, self.padding_value)
-        features[:] = log_mel.reshape(num_chunks * bins, self.num_mel_bins).T  # (T, A, mels) -> (mels, T * A)
+        features = np.ascontiguousarray(
+            log_mel.reshape(num_chunks * bins, self.num_mel_bins).T, dtype=np.float32
+        )  # (T, A, mels) -> (mels, T * A)
 
         window_lengths = windows[:, 1] - windows[:, 0]
         coverage = widths.sum(axis=1) / np.where(window_lengths > 0, window_lengths, 1.0)
-        mask[:] = (window_lengths > 0) & (coverage >= self.min_chunk_audio_coverage)
+        mask = (window_lengths > 0) & (coverage >= self.min_chunk_audio_coverage)
         # A masked chunk carries no features at all, never partial audio that looks like silence.
         features.reshape(self.num_mel_bins, num_chunks, bins)[:, ~mask] = self.padding_value
         return features, mask
 
+    def accumulator(self, chunk_windows, waveform_start_time: float | None = None) -> "ChunkLogMelAccumulator":
+        """A `ChunkLogMelAccumulator` for the `(T, 2)` `chunk_windows`: the same features as `_chunk_features`,
+        from a waveform given block by block."""
+        return ChunkLogMelAccumulator(self, chunk_windows, waveform_start_time)
+
     @staticmethod
-    def _bin_averaging(frame_edges: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> scipy.sparse.csr_array:
+    def _bin_averaging(
+        frame_edges: np.ndarray, starts: np.ndarray, ends: np.ndarray, normalize: bool = True, dtype=np.float32
+    ) -> scipy.sparse.csr_array:
         """Sparse `(bins, frames)` matrix whose row b averages the frames over [starts[b], ends[b]), each frame
-        weighted by the time it shares with the bin (an empty bin's row is zero)."""
+        weighted by the time it shares with the bin (an empty bin's row is zero); `normalize=False`: the shared
+        times themselves (seconds), whose sums over blocks of frames are divided by the bins' widths at the end."""
         num_frames = len(frame_edges) - 1
         first_frame = np.clip(np.searchsorted(frame_edges, starts, side="right") - 1, 0, num_frames - 1)
         last_frame = np.clip(np.searchsorted(frame_edges, ends, side="left") - 1, 0, num_frames - 1)
@@ -207,13 +243,16 @@ class MirasolFeatureExtractor(SequenceFeatureExtractor):
         frames = first_frame[rows] + np.arange(row_starts[-1]) - row_starts[rows]  # (nnz,)
         overlap = np.minimum(ends[rows], frame_edges[frames + 1]) - np.maximum(starts[rows], frame_edges[frames])
         widths = ends - starts
-        weights = np.maximum(overlap, 0.0) / np.where(widths > 0, widths, 1.0)[rows]
-        return scipy.sparse.csr_array((weights.astype(np.float32), frames, row_starts), shape=(len(starts), num_frames))
+        weights = np.maximum(overlap, 0.0)
+        if normalize:
+            weights /= np.where(widths > 0, widths, 1.0)[rows]
+        return scipy.sparse.csr_array((weights.astype(dtype), frames, row_starts), shape=(len(starts), num_frames))
 
-    def _mel_power(self, samples: np.ndarray) -> np.ndarray:
+    def _mel_power(self, samples: np.ndarray, center: bool = True) -> np.ndarray:
         """Mel power spectrogram `(frames, num_mel_bins)` of float32 samples, floored at `mel_floor`; frame j is
         centred on sample j * hop_length (centred STFT with zero padding and a periodic Hann window, as librosa's
-        `melspectrogram(center=True, pad_mode="constant")`). torch.stft in float32: several times faster than
+        `melspectrogram(center=True, pad_mode="constant")`); `center=False`: frame j starts at sample j * hop_length
+        (the samples then carry their own padding). torch.stft in float32: several times faster than
         transformers' per-frame numpy `spectrogram`, the same features within float32 rounding."""
         samples = np.require(samples, np.float32, ["C_CONTIGUOUS", "WRITEABLE"])  # what torch.from_numpy takes
         stft = torch.stft(
@@ -221,7 +260,7 @@ class MirasolFeatureExtractor(SequenceFeatureExtractor):
             n_fft=self.window_length,
             hop_length=self.hop_length,
             window=torch.from_numpy(self.window).float(),
-            center=True,
+            center=center,
             pad_mode="constant",
             return_complex=True,
         )  # (window_length // 2 + 1, frames)
@@ -246,3 +285,104 @@ class MirasolFeatureExtractor(SequenceFeatureExtractor):
         if real.size == 0:
             raise ValueError("no chunk holds audio: cannot compute the log-mel statistics")
         return float(real.mean()), float(real.std())
+
+
+class ChunkLogMelAccumulator:
+    """A `MirasolFeatureExtractor`'s features for fixed chunk windows, from a waveform given block by block.
+
+    Each block's complete STFT frames are turned into mel power at once and added, weighted by the time each shares
+    with each bin, into per-bin sums; the samples of the frames that straddle the block's end wait for the next
+    block, and the frames at the waveform's end are made at `finish` (zero padded, as `center=True` pads). Memory
+    holds the `(T * A, mels)` sums and one block, never the waveform; the result equals the extractor's on the whole
+    waveform within float32 rounding.
+
+    Args:
+        extractor: the `MirasolFeatureExtractor` whose settings are used.
+        chunk_windows: `(T, 2)` start/end seconds of each chunk.
+        waveform_start_time: time of the waveform's first sample on the windows' clock; when None, the first
+            `feed` gives it.
+    """
+
+    def __init__(self, extractor: MirasolFeatureExtractor, chunk_windows, waveform_start_time: float | None = None):
+        self.extractor = extractor
+        self.windows = np.asarray(chunk_windows, dtype=np.float64)
+        if self.windows.ndim != 2 or self.windows.shape[1] != 2:
+            raise ValueError(f"chunk_windows must have shape (num_chunks, 2), got {self.windows.shape}")
+        num_bins = len(self.windows) * extractor.audio_frames_per_chunk
+        self.sums = np.zeros((num_bins, extractor.num_mel_bins), np.float64)  # time-weighted mel power per bin
+        self.start_time = None
+        self.received = 0  # samples of the waveform fed so far
+        self.frames_done = 0  # STFT frames already added to `sums`
+        self.pending = np.zeros(0, np.float32)  # zero-padded samples from the start of frame `frames_done` on
+        if waveform_start_time is not None:
+            self._start(float(waveform_start_time))
+
+    def _start(self, start_time: float):
+        self.start_time = start_time
+        self.relative_windows = self.windows - start_time  # seconds from the waveform's first sample
+        self.first, self.last_needed = self.extractor._sample_span(self.relative_windows)
+        bin_edges = self.extractor._bin_edges(self.relative_windows, -np.inf, np.inf)  # (T, A + 1)
+        self.bin_starts, self.bin_ends = bin_edges[:, :-1].ravel(), bin_edges[:, 1:].ravel()  # (T * A,)
+        self.pending = np.zeros(self.extractor.window_length // 2, np.float32)  # the centred STFT's left padding
+
+    def feed(self, samples: np.ndarray, start_time: float | None = None):
+        """Add the next `(S,)` samples of the waveform; `start_time`: its first sample's time (first call only)."""
+        if self.start_time is None:
+            if start_time is None:
+                raise ValueError("the waveform's start time is needed: give waveform_start_time or start_time")
+            self._start(float(start_time))
+        samples = np.asarray(samples, dtype=np.float32)
+        if samples.ndim != 1:
+            raise ValueError(f"samples must be mono (samples,), got shape {samples.shape}")
+        # The part of the block inside [first, last_needed), in waveform samples.
+        begin = min(max(self.first - self.received, 0), len(samples))
+        end = min(max(self.last_needed - self.received, 0), len(samples))
+        self.received += len(samples)
+        if end > begin:
+            self.pending = np.concatenate([self.pending, samples[begin:end]])
+            hop, length = self.extractor.hop_length, self.extractor.window_length
+            complete = (len(self.pending) - length) // hop + 1 if len(self.pending) >= length else 0
+            if complete:  # never the spectrogram's last frame: that one reaches past the samples present (`finish`)
+                self._add_frames(self.pending[: (complete - 1) * hop + length], None)
+
+    @property
+    def done(self) -> bool:
+        """Whether every sample the windows need has been fed (later samples are ignored)."""
+        return self.start_time is not None and self.received >= self.last_needed
+
+    def _add_frames(self, padded: np.ndarray, last: int | None):
+        """Add the frames of `padded` (zero-padded samples from frame `frames_done`'s start) to the sums; `last`:
+        the end of the samples when these are the spectrogram's last frames."""
+        if len(padded) < self.extractor.window_length:
+            return
+        mel_power = self.extractor._mel_power(padded, center=False)  # (frames, mels)
+        frames = range(self.frames_done, self.frames_done + len(mel_power))
+        frame_edges = self.extractor._frame_edges(self.first, frames, last)  # (frames + 1,)
+        touching = np.flatnonzero((self.bin_ends > frame_edges[0]) & (self.bin_starts < frame_edges[-1]))
+        if len(touching):
+            overlaps = MirasolFeatureExtractor._bin_averaging(
+                frame_edges, self.bin_starts[touching], self.bin_ends[touching], normalize=False, dtype=np.float64
+            )  # (touching bins, frames), seconds
+            self.sums[touching] += overlaps @ mel_power.astype(np.float64)
+        self.frames_done += len(mel_power)
+        self.pending = self.pending[len(mel_power) * self.extractor.hop_length :]
+
+    def finish(self) -> tuple[np.ndarray, np.ndarray]:
+        """`(num_mel_bins, T * A)` log-mel and `(T,)` mask, as the extractor gives for the whole waveform."""
+        extractor, num_chunks = self.extractor, len(self.windows)
+        features = np.full(
+            (extractor.num_mel_bins, num_chunks * extractor.audio_frames_per_chunk), extractor.padding_value, np.float32
+        )
+        mask = np.zeros(num_chunks, dtype=bool)
+        if self.start_time is None or self.received <= self.first or self.last_needed <= self.first:
+            return features, mask  # no sample under the windows (the extractor's `last == first`)
+        last = min(self.received, self.last_needed)
+        # The frames left, up to the last one (centred on first + ((last - first) // hop) * hop), right-padded.
+        self.pending = np.concatenate([self.pending, np.zeros(extractor.window_length // 2, np.float32)])
+        self._add_frames(self.pending, last)
+        rate = extractor.sampling_rate
+        bin_edges = extractor._bin_edges(self.relative_windows, self.first / rate, last / rate)  # (T, A + 1)
+        widths = np.diff(bin_edges, axis=1)  # (T, A)
+        mean_power = self.sums / np.where(widths > 0, widths, 1.0).reshape(-1, 1)  # (T * A, mels)
+        mean_power = mean_power.reshape(num_chunks, extractor.audio_frames_per_chunk, extractor.num_mel_bins)
+        return extractor._log_mel_chunks(mean_power, widths, self.relative_windows)

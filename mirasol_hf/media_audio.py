@@ -82,13 +82,14 @@ def audio_stream_problem(audio_stream) -> str | None:
 
 
 def _decode_audio(
-    audio_stream, packets: _AudioPackets, sampling_rate: int, window: tuple[float, float], name: str
+    audio_stream, packets: _AudioPackets, sampling_rate: int, window: tuple[float, float], name: str, sink=None
 ) -> tuple[np.ndarray | None, float, int]:
     """(mono waveform at `sampling_rate`, time of its first sample, damaged packets) over `window` (seconds on the
-    container clock, both ends may be infinite)."""
+    container clock, both ends may be infinite). With `sink`, a callable `(samples, first sample's time)`, the
+    waveform goes to it block by block as it is resampled and is not kept (None is returned for it)."""
     codec = audio_stream.codec_context
     expected_channels = codec.channels
-    track = _MonoTrack(sampling_rate, window, name)
+    track = _MonoTrack(sampling_rate, window, name, sink)
     needed = _packets_in_window(packets, window)
     errors = 0
     for k in needed + [None]:  # None drains the decoder's last frames
@@ -141,8 +142,8 @@ class _MonoTrack:
     """Decoded audio placed by its timestamps (a lost packet leaves a gap instead of shifting time), cut to a window,
     mixed to mono and resampled to the target rate block by block."""
 
-    def __init__(self, target_rate: int, window: tuple[float, float], name: str):
-        self.target_rate, self.name = target_rate, name
+    def __init__(self, target_rate: int, window: tuple[float, float], name: str, sink=None):
+        self.target_rate, self.name, self.sink = target_rate, name, sink
         self.window_start, self.window_end = window
         self.source_rate = None
         self.origin = None  # time of the first kept sample, seconds
@@ -152,9 +153,12 @@ class _MonoTrack:
         self.block = np.empty(RESAMPLE_BLOCK_SAMPLES, np.float32)
         self.block_filled = 0
         self.resampler = None
-        # The output waveform, written block by block (its size known from the window when that is finite).
+        # The output waveform, written block by block (its size known from the window when that is finite); with a
+        # sink, the blocks go there instead.
         span = self.window_end - self.window_start
-        self.output = np.empty(round(span * target_rate) + target_rate if np.isfinite(span) else 0, np.float32)
+        self.output = np.empty(
+            round(span * target_rate) + target_rate if np.isfinite(span) and sink is None else 0, np.float32
+        )
         self.filled = 0
         self.done = False
         self.warned_rate = False
@@ -231,6 +235,11 @@ class _MonoTrack:
         self.block_filled = 0
 
     def _write(self, blocks: list[np.ndarray]):
+        if self.sink is not None:
+            for block in blocks:
+                self.sink(block, self.origin)
+            self.filled += sum(map(len, blocks))
+            return
         for block in blocks:
             if self.filled + len(block) > len(self.output):
                 grown = np.empty(max(2 * len(self.output), self.filled + len(block)), np.float32)
@@ -245,6 +254,8 @@ class _MonoTrack:
             return None, 0.0
         self._flush()
         self._write(self.resampler.feed(None))
+        if self.sink is not None:
+            return None, float(self.origin)
         waveform = self.output[: self.filled]
         if self.filled < 0.9 * len(self.output):
             waveform = waveform.copy()  # not to keep the unused end alive

@@ -106,6 +106,7 @@ def read_media(
     thread_type: str | None = DEFAULT_THREAD_TYPE,
     interpolation: str = DEFAULT_INTERPOLATION,
     progress: Callable[[], None] | None = None,
+    audio_sink: Callable | None = None,
 ) -> MediaClip:
     """Sampled frames and the mono audio of a media file (a path or a seekable file object).
 
@@ -128,6 +129,14 @@ def read_media(
         interpolation: FFmpeg scaler interpolation ("AREA", "BILINEAR", "BICUBIC", ...).
         progress: called once per sampled frame as it is decoded (from decoding threads), e.g. a progress bar's
             `update`.
+        audio_sink: called as `audio_sink(frame_times, end_time)` with the times of the frames to be returned and
+            the range end, before the audio is decoded; it returns None (the waveform is read as usual) or an object
+            whose `feed(samples, start_time)` then takes the waveform block by block as it is decoded
+            (`start_time`: its first sample's time, as `waveform_start_time`), e.g.
+            `MirasolFeatureExtractor.accumulator` of those frames' chunk windows. The waveform is then never held
+            whole and the clip's `waveform` is None. If a sampled frame cannot be decoded and another stands in,
+            the times change: `audio_sink` is called again with the new ones and the audio decoded again into
+            the new object (the last object made is the clip's).
 
     Raises:
         MediaError (a ValueError) naming the source: missing, empty or unreadable files, no video stream, frames
@@ -157,6 +166,7 @@ def read_media(
             thread_type=thread_type,
             interpolation=interpolation,
             progress=progress,
+            audio_sink=audio_sink,
         )
         try:
             return _read(media, **options)
@@ -194,6 +204,7 @@ def _read(
     thread_type,
     interpolation,
     progress=None,
+    audio_sink=None,
     untrusted: str | None = None,
 ) -> MediaClip:
     container = media.open()
@@ -255,14 +266,31 @@ def _read(
         return _decode_exact(part_container, stream, index, timeline, parts[part_index], convert, media)
 
     tasks = [lambda part_index=part_index: decode_part(part_index) for part_index in range(len(parts))]
+    stop = timeline.end_time if end_time is None else min(timeline.end_time, float(end_time))
     if audio_packets is not None:
         # Only the audio under the sampled frames' chunks is decoded: from the first sampled frame to the range end.
         # Without trusted video timestamps the frames' times are estimates: the whole track is decoded then.
-        stop = timeline.end_time if end_time is None else min(timeline.end_time, float(end_time))
         window = (timeline.origin_seconds + float(timeline.times[ranks].min()), timeline.origin_seconds + stop)
         if not timeline.has_timestamps:
             window = (-np.inf, np.inf)
-        tasks.append(lambda: _decode_audio(audio_stream, audio_packets, sampling_rate, window, media.name))
+
+        def decode_audio(frame_times: np.ndarray):
+            """(waveform or None, its start on the frames' clock, errors, whether any sample was decoded)."""
+            sink = None if audio_sink is None else audio_sink(frame_times, stop)
+            decoded_samples = []
+
+            def feed(samples: np.ndarray, origin: float):
+                decoded_samples.append(len(samples))
+                sink.feed(samples, origin - timeline.origin_seconds)
+
+            waveform, origin, audio_errors = _decode_audio(
+                audio_stream, audio_packets, sampling_rate, window, media.name, None if sink is None else feed
+            )
+            has_audio = waveform is not None or sum(decoded_samples) > 0
+            return waveform, origin - timeline.origin_seconds, audio_errors, has_audio
+
+        planned_times = timeline.times[ranks]
+        tasks.append(lambda: decode_audio(planned_times))
     results = _run_tasks(tasks, parallel)
 
     decoded, errors = {}, demux_errors
@@ -273,14 +301,15 @@ def _read(
 
     waveform, waveform_start = None, 0.0
     if audio_packets is not None:
-        waveform, audio_origin, audio_errors = results[-1]
+        audio = results[-1]
+        if audio_sink is not None and not np.array_equal(timeline.times[ranks], planned_times):
+            audio = decode_audio(timeline.times[ranks])  # stand-in frames moved the chunk windows
+        waveform, waveform_start, audio_errors, has_audio = audio
         errors += audio_errors
-        waveform_start = audio_origin - timeline.origin_seconds
-        if waveform is None:
+        if not has_audio:
             logger.warning("%s: the audio track decoded to nothing; treating the clip as having no audio", media.name)
     if errors:
         logger.warning("%s: skipped %d damaged packets; the file is corrupted", media.name, errors)
-    stop = timeline.end_time if end_time is None else min(timeline.end_time, float(end_time))
     return MediaClip(
         frames=frames,
         frame_indices=ranks,

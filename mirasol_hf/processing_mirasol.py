@@ -18,6 +18,7 @@ from .media import (
     FRAME_SAMPLING_MODES,
     MediaClip,
     MediaError,
+    chunk_time_windows,
     load_media,
     media_from_waveform,
     sample_frame_indices,
@@ -83,6 +84,13 @@ def _select_frames(clip: MediaClip, indices) -> MediaClip:
     return dataclasses.replace(
         clip, frames=clip.frames[indices], frame_indices=clip.frame_indices[indices], frame_times=clip.frame_times[indices]
     )
+
+
+def _spread_over_chunks(num_frames: int, frames_per_chunk: int) -> np.ndarray:
+    """Positions of `num_frames` frames spread evenly over whole chunks (repeating some when they do not fill the
+    last one)."""
+    num_chunks = -(-num_frames // frames_per_chunk)
+    return np.arange(num_chunks * frames_per_chunk) * num_frames // (num_chunks * frames_per_chunk)
 
 
 def default_chat_template(prompt_template: str = DEFAULT_PROMPT_TEMPLATE) -> str:
@@ -391,9 +399,7 @@ class MirasolProcessor(ProcessorMixin):
                 **read_options,
             )
         if fps is not None and clip.has_video:
-            # The fps frames, spread evenly over whole chunks (repeating some when they do not fill the last one).
-            num_chunks = -(-clip.num_frames // per_chunk)
-            clip = _select_frames(clip, np.arange(num_chunks * per_chunk) * clip.num_frames // (num_chunks * per_chunk))
+            clip = _select_frames(clip, _spread_over_chunks(clip.num_frames, per_chunk))
         if clip.has_video and (
             clip.num_frames % per_chunk or clip.frames.shape[1:3] != (self.image_size, self.image_size)
         ):
@@ -402,6 +408,23 @@ class MirasolProcessor(ProcessorMixin):
                 f"(a multiple of {per_chunk}, {self.image_size}, {self.image_size}, 3)"
             )
         return clip
+
+    def _chunk_audio_sink(self, fps: float | None, made: list):
+        """`read_media`'s `audio_sink`: a log-mel accumulator of the chunk windows of the frames `read_video` keeps
+        (appended to `made`), so that a video file's waveform is never held whole; None when the frames do not
+        fill whole chunks (`read_video` then raises)."""
+        per_chunk = self.frames_per_chunk
+
+        def make(frame_times: np.ndarray, end_time: float):
+            if fps is not None and len(frame_times):
+                frame_times = frame_times[_spread_over_chunks(len(frame_times), per_chunk)]
+            if not len(frame_times) or len(frame_times) % per_chunk:
+                return None
+            windows = chunk_time_windows(frame_times, end_time, len(frame_times) // per_chunk)  # (T, 2)
+            made.append(self.feature_extractor.accumulator(windows))
+            return made[-1]
+
+        return make
 
     def _read_audio(self, audio: "AudioInput") -> MediaClip:
         """Sound without pictures as a `MediaClip` with no frames, its waveform at the feature extractor's rate."""
@@ -424,16 +447,20 @@ class MirasolProcessor(ProcessorMixin):
         """Videos (and sound, see `_media_list`) -> `frames` (B, F, S, S, 3) uint8, `video_chunk_mask`,
         `input_features`, `audio_chunk_mask`: the media inputs before frame normalisation. `read_options` are
         `read_video`'s (num_frames, fps, start_time, end_time, frame_sampling)."""
-        clips = []
+        clips, accumulators = [], {}  # clip number -> its audio's log-mel accumulator (video files)
         for item in video_list:
             if isinstance(item, tuple) and not isinstance(item, AudioInput):
                 # A video with a sound track of its own: the given audio replaces the video's, from its first frame.
                 video, sound = item
                 track = self._read_audio(sound)
-                clip = dataclasses.replace(self.read_video(video, **read_options), waveform=track.waveform,
-                                           waveform_start_time=track.waveform_start_time)
+                clip = self.read_video(video, read_audio=False, **read_options)  # its own sound is not used
+                clip = dataclasses.replace(clip, waveform=track.waveform, waveform_start_time=track.waveform_start_time)
             else:
-                clip = self.read_video(item, **read_options)
+                made = []  # accumulators the reader asked for; its last one holds the clip's audio
+                sink = self._chunk_audio_sink(read_options.get("fps"), made)
+                clip = self.read_video(item, audio_sink=sink, **read_options)
+                if made and clip.waveform is None:
+                    accumulators[len(clips)] = made[-1]
             clips.append(clip)
         per_chunk = self.frames_per_chunk
         # Sound alone is cut into as many chunks as a video read with the same settings.
@@ -459,6 +486,11 @@ class MirasolProcessor(ProcessorMixin):
             chunk_windows=windows,
             waveform_start_times=[clip.waveform_start_time for clip in clips],
         )
+        for i, accumulator in accumulators.items():
+            # The same features, made while the audio was decoded; the padded chunks stay empty as above.
+            features, mask = accumulator.finish()
+            audio["input_features"][i, :, : features.shape[1]] = features
+            audio["audio_chunk_mask"][i, : len(mask)] = mask
         for clip, has_video, has_audio in zip(clips, video_chunk_mask.any(1), audio["audio_chunk_mask"].any(1)):
             if not has_video and not has_audio:
                 logger.warning("%s: neither a frame nor any sound of it could be used: the model sees nothing", clip.source)
