@@ -8,5 +8,15 @@ Imports point one way: this package builds on the model, the processor and the m
 """
 
 from ..encoded_media import MirasolStreamingState
+from .live import LiveChunk, LiveReader, LiveSourceError
+from .watch import MirasolWatchAnswer, MirasolWatcher, chunk_inputs
 
-__all__ = ["MirasolStreamingState"]
+__all__ = [
+    "LiveChunk",
+    "LiveReader",
+    "LiveSourceError",
+    "MirasolStreamingState",
+    "MirasolWatchAnswer",
+    "MirasolWatcher",
+    "chunk_inputs",
+]
