@@ -42,7 +42,9 @@ def _frame_indices(chunk) -> list[int]:
 
 
 def _tone_level(chunk) -> float:
-    return float(np.sqrt(np.mean(chunk.waveform**2)))
+    """RMS of the audio inside the chunk's window (its context on either side left out)."""
+    first = round((chunk.start_time - chunk.waveform_start_time) * RATE)
+    return float(np.sqrt(np.mean(chunk.waveform[first : first + round(0.5 * RATE)] ** 2)))
 
 
 def _check_chunks(chunks, count: int = 6):
@@ -53,7 +55,11 @@ def _check_chunks(chunks, count: int = 6):
     for chunk in chunks:
         assert chunk.frames.shape == (4, 16, 16, 3)
         assert chunk.end_time - chunk.start_time == pytest.approx(0.5)
-        assert abs(chunk.waveform_start_time - chunk.start_time) < 1e-3
+        # the window with 50 ms of audio context on each side (as far as the audio goes back, for the first chunk)
+        if chunk.index == 0:
+            assert chunk.start_time - 0.05 - 1e-3 < chunk.waveform_start_time <= chunk.start_time
+        else:
+            assert abs(chunk.waveform_start_time - (chunk.start_time - 0.05)) < 1e-3
     # the tone lies in chunk 2 alone: audio is cut by the same presentation times as the frames
     levels = [_tone_level(chunk) for chunk in chunks] + [1.0] * (3 - count)  # (a short list has no tone chunk)
     assert levels[2] > 0.3 and all(level < 0.01 for index, level in enumerate(levels) if index != 2)

@@ -46,6 +46,7 @@ from ..media import (
 # How often a growing file is checked for new data.
 GROWING_FILE_POLL_SECONDS = 0.02
 DEFAULT_STALL_TIMEOUT = 10.0
+DEFAULT_AUDIO_CONTEXT = 0.05
 MICROSECONDS = 1_000_000
 MAX_FPS_DENOMINATOR = 1001
 TEST_STREAM_BIT_RATE = 8_000_000  # near-lossless at small sizes
@@ -60,7 +61,8 @@ class LiveChunk:
     """One chunk of a live source.
 
     frames: (frames_per_chunk, S, S, 3) uint8 RGB. waveform: (samples,) float32 mono at the reader's sampling rate,
-    its first sample at `waveform_start_time` (None: the source has no audio). Times are seconds on the source's clock.
+    its first sample at `waveform_start_time`, covering the window and `audio_context` seconds on each side (None:
+    the source has no audio). Times are seconds on the source's clock.
     complete: False for the last chunk of a source that ended (or failed) inside it.
     """
 
@@ -124,6 +126,9 @@ class LiveReader:
         size: frames are scaled to `size` x `size` (the processor's `image_size`).
         sampling_rate: audio rate, Hz (the feature extractor's).
         stall_timeout: seconds without data after which a source counts as stalled (or a growing file as ended).
+        audio_context: seconds of audio kept on each side of a chunk's window (its waveform starts that much before
+            the window), so that a log-mel computed per chunk sees the same samples at its edges as one computed over
+            the whole track: at least the feature extractor's STFT window (25 ms by default).
         format: container format to assume (e.g. "mpegts"), for sources FFmpeg cannot probe.
     """
 
@@ -135,6 +140,7 @@ class LiveReader:
         size: int,
         sampling_rate: int = DEFAULT_SAMPLING_RATE,
         stall_timeout: float = DEFAULT_STALL_TIMEOUT,
+        audio_context: float = DEFAULT_AUDIO_CONTEXT,
         format: str | None = None,
     ):
         if not chunk_seconds > 0:
@@ -150,6 +156,9 @@ class LiveReader:
         self.size = size
         self.sampling_rate = sampling_rate
         self.stall_timeout = float(stall_timeout)
+        if audio_context < 0:
+            raise ValueError(f"audio_context must be >= 0, got {audio_context}")
+        self.audio_context = float(audio_context)
         self.format = format
 
     def _open(self):
@@ -289,7 +298,7 @@ class _ChunkBuilder:
                 audio_until = -np.inf
                 if self.audio_origin is not None:
                     audio_until = self.audio_origin + self.audio_samples / self.reader.sampling_rate
-                if audio_until < self._window()[1] - TIME_TOLERANCE:
+                if audio_until < self._window()[1] + self.reader.audio_context - TIME_TOLERANCE:
                     return
             yield self._take(complete=True)
 
@@ -312,12 +321,15 @@ class _ChunkBuilder:
         if self.audio_origin is not None:
             rate = self.reader.sampling_rate
             held = np.concatenate(self.audio_pieces) if self.audio_pieces else np.zeros(0, np.float32)
-            first = min(max(0, int(round((start - self.audio_origin) * rate)) - self.audio_start), len(held))
-            last = min(max(first, int(round((end - self.audio_origin) * rate)) - self.audio_start), len(held))
+            context = self.reader.audio_context
+            first = min(max(0, int(round((start - context - self.audio_origin) * rate)) - self.audio_start), len(held))
+            last = min(max(first, int(round((end + context - self.audio_origin) * rate)) - self.audio_start), len(held))
             waveform = held[first:last]
             waveform_start = self.audio_origin + (self.audio_start + first) / rate
-            self.audio_pieces = [held[last:]]  # only what later chunks need
-            self.audio_start += last
+            # Keep only what later chunks need: from the next window's start, less its context.
+            keep = min(max(0, int(round((end - context - self.audio_origin) * rate)) - self.audio_start), len(held))
+            self.audio_pieces = [held[keep:]]
+            self.audio_start += keep
         self.index += 1
         return LiveChunk(self.index - 1, start, end, frames, waveform, waveform_start, complete)
 

@@ -64,7 +64,8 @@ class MirasolWatcher:
         model: a `MirasolForConditionalGeneration` (in eval mode). Give it `latent_config.context_chunks` for a
             stream of unbounded length: state, time per chunk and memory then stay flat.
         processor: the model's `MirasolProcessor`.
-        chunks: `LiveChunk`s (a `LiveReader`) or any iterable of them.
+        chunks: `LiveChunk`s (a `LiveReader`), or dicts of one chunk's model inputs (as `encode_media_chunk` takes
+            them) with its `start_time` and `end_time` in seconds.
         generate_kwargs: passed to `generate` (default: greedy, 16 new tokens).
     """
 
@@ -101,19 +102,30 @@ class MirasolWatcher:
         with self._lock:
             return self._count
 
+    @property
+    def time_reached(self) -> float | None:
+        """End time (source clock, seconds) of the latest chunk encoded; None before the first."""
+        with self._lock:
+            return self._times[-1][1] if self._times else None
+
     def _encode_all(self):
         try:
             for chunk in self.chunks:
                 if self._stop.is_set():
                     break
+                if isinstance(chunk, LiveChunk):
+                    inputs, span = chunk_inputs(self.processor, chunk), (chunk.start_time, chunk.end_time)
+                else:
+                    inputs = dict(chunk)
+                    span = (inputs.pop("start_time"), inputs.pop("end_time"))
                 with torch.no_grad():
-                    output, _ = self.model.encode_media_chunk(**chunk_inputs(self.processor, chunk), state=self.state)
+                    output, _ = self.model.encode_media_chunk(**inputs, state=self.state)
                 context = self.state.media_output() if self._windowed else None
                 with self._lock:
                     self._context = context
                     if not self._windowed:
                         self._outputs.append(output)
-                    self._times.append((chunk.start_time, chunk.end_time))
+                    self._times.append(span)
                     self._count = self.state.num_chunks
                     self._new_chunk.notify_all()
         except BaseException as error:  # reported to whoever asks or waits
