@@ -1,4 +1,5 @@
-"""Command line: `mirasol-hf answer VIDEO "question" [--model PATH] [--frames N] [--json]`."""
+"""Command line: `mirasol-hf answer VIDEO "question" [--model PATH] [--frames N] [--json]`, and
+`mirasol-hf watch SOURCE --ask "question" [--every 5s]` for a live source (see `mirasol_hf.streaming.watch`)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,17 @@ def _parser() -> argparse.ArgumentParser:
     answer.add_argument("--num-beams", type=int, default=1, help="beam search width (1: greedy)")
     answer.add_argument("--json", action="store_true", help="print JSON instead of text")
     answer.add_argument("--quiet", action="store_true", help="no progress bar")
+    watch = commands.add_parser("watch", help="follow a live source and answer questions as it plays")
+    watch.add_argument("source", help="a file being written, '-' for stdin, or a URL (http://, udp://, ...)")
+    watch.add_argument("--ask", action="append", required=True, help="a question (repeat for several)")
+    watch.add_argument("--every", help="ask every so much of the source's time (e.g. 5s, 500ms, 2m); default: at the end")
+    watch.add_argument("--model", help="checkpoint folder or Hub id (default: the model shipped with the package)")
+    watch.add_argument("--chunk-seconds", type=float, default=1.0, help="seconds of the source per chunk")
+    watch.add_argument("--context-chunks", type=int, help="chunks a question sees (default: the model's num_chunks)")
+    watch.add_argument("--stall-timeout", type=float, default=10.0, help="seconds without data before giving up")
+    watch.add_argument("--format", help="container format, for sources FFmpeg cannot probe (e.g. mpegts)")
+    watch.add_argument("--max-new-tokens", type=int, default=16, help="longest answer, in tokens")
+    watch.add_argument("--json", action="store_true", help="print one JSON object per answer")
     return parser
 
 
@@ -82,6 +94,10 @@ def answer(args) -> int:
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "watch":
+        from .streaming.watch import watch_command  # imported here so that `--help` answers at once
+
+        return watch_command(args, _default_model())
     return answer(args)
 
 

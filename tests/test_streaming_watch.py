@@ -154,3 +154,40 @@ def test_a_live_chunk_is_prepared_as_the_processor_prepares_its_window(streaming
         reference = processor.feature_extractor(read.waveform, chunk_windows=np.array([[start, end]]), return_tensors="pt")
         torch.testing.assert_close(inputs["input_features"], reference["input_features"], atol=0.05, rtol=0)
         assert torch.equal(inputs["audio_chunk_mask"], reference["audio_chunk_mask"])
+
+
+def test_the_watch_command_answers_every_few_seconds_of_a_live_source(tmp_path, capsys, streaming_default_model):
+    from mirasol_hf.cli import main
+    from mirasol_hf.streaming.live import write_transport_stream
+
+    model, processor = streaming_default_model
+    clips = generate_dataset(2, seed=UNSEEN_SEED)
+    source = tmp_path / "two_clips.ts"
+    write_transport_stream(
+        source,
+        np.concatenate([clip.frames for clip in clips]),
+        clips[0].fps,
+        np.concatenate([clip.waveform for clip in clips]),
+        clips[0].sampling_rate,
+    )
+    questions = [clips[1].questions[1].question, clips[1].questions[3].question]
+    argv = ["watch", str(source), "--every", "4s", "--stall-timeout", "0.2", "--max-new-tokens", "4"]
+    assert main(argv + [arg for question in questions for arg in ("--ask", question)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 4  # at 4 s and at 8 s of the source, each question
+    spans = [line.split("]")[0] for line in lines]
+    assert spans[0] == spans[1] and spans[2] == spans[3] and spans[0] != spans[2]
+    start, end = (float(value) for value in spans[2].strip("[ s").split("-"))
+    assert end - start == pytest.approx(4.0, abs=0.1)
+    # at 8 s the window is the second clip: the answers it gets alone
+    expected = _alone_answers(model, processor, clips)[1]
+    assert [line.split("? ", 1)[1] for line in lines[2:]] == [expected[1], expected[3]]
+
+
+def test_the_watch_command_reports_bad_arguments_clearly(tmp_path, capsys):
+    from mirasol_hf.cli import main
+
+    assert main(["watch", str(tmp_path / "missing.ts"), "--ask", "what?", "--every", "soon"]) == 2
+    assert "--every" in capsys.readouterr().err
+    assert main(["watch", str(tmp_path / "missing.ts"), "--ask", "what?"]) == 2
+    assert "no such file" in capsys.readouterr().err
