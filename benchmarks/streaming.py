@@ -92,6 +92,9 @@ def stream_costs(window: int | None, marks: list[int], calls_per_mark: int) -> d
     """{mark: (wall times, CPU times, RSS MiB)} of the calls ending at each mark."""
     model, _ = default_model(window)
     chunk = random_chunk(model.config)
+    warm_up = None
+    for _ in range(calls_per_mark):  # first calls pay for allocations and thread start-up
+        _, warm_up = model.encode_media_chunk(**chunk, state=warm_up)
     state, results, walls, cpus = None, {}, [], []
     for index in range(1, max(marks) + 1):
         wall, cpu = time.perf_counter(), time.process_time()
@@ -107,6 +110,7 @@ def _naive_cell(chunks: int, queue) -> None:
     with torch.inference_mode():
         model, _ = default_model(WINDOW_CHUNKS)
         media = random_chunk(model.config, chunks)
+        model.encode_media(**random_chunk(model.config, 2))  # warm-up: allocations and thread start-up
         before = rss_mib()
         wall, cpu = timed(lambda: model.encode_media(**media))
         queue.put((wall, cpu, peak_rss_mib() - before))
@@ -160,8 +164,9 @@ def part_stream(args) -> None:
     )
     if 100 in windowed:
         print(
-            f"from chunk 100 to {last}: time {statistics.median(windowed[last][0]) / statistics.median(windowed[100][0]):.2f}x,"
-            f" RSS {windowed[last][2] / windowed[100][2]:.3f}x"
+            f"from chunk 100 to {last}: time "
+            f"{statistics.median(windowed[last][0]) / statistics.median(windowed[100][0]):.2f}x, "
+            f"RSS {windowed[last][2] / windowed[100][2]:.3f}x"
         )
 
 
@@ -232,7 +237,8 @@ def part_live(args) -> None:
             watcher.wait_for_chunks(last_chunk + 1)
             held = dict(watcher.held_chunks())
             at = last_chunk if last_chunk in held else None
-            streamed.append([answer.text for answer in watcher.ask([q.question for q in clip.questions], at_chunk=at)])
+            answers = watcher.ask([question.question for question in clip.questions], at_chunk=at)
+            streamed.append([answer.text for answer in answers])
         watcher.join()
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     alone = alone_answers(model, processor, clips)
@@ -255,7 +261,12 @@ GROUP_WIDTH = 256
 
 def group_config(frames: int, group: int | None) -> MirasolConfig:
     def encoder(layers):
-        return {"hidden_size": GROUP_WIDTH, "num_hidden_layers": layers, "num_attention_heads": 4, "intermediate_size": 4 * GROUP_WIDTH}
+        return {
+            "hidden_size": GROUP_WIDTH,
+            "num_hidden_layers": layers,
+            "num_attention_heads": 4,
+            "intermediate_size": 4 * GROUP_WIDTH,
+        }
 
     return MirasolConfig.from_preset(
         "tiny",
@@ -276,6 +287,7 @@ def _group_cell(frames: int, group: int | None, queue) -> None:
         model = MirasolForConditionalGeneration(config).eval()
         media = random_chunk(config, frames // 8)
         input_ids = torch.randint(3, config.text_config.vocab_size, (1, 16))
+        model(input_ids=input_ids, **random_chunk(config, 1))  # warm-up: allocations and thread start-up
         before = rss_mib()
         wall, cpu = timed(lambda: model(input_ids=input_ids, **media))
         growth = peak_rss_mib() - before
@@ -300,10 +312,14 @@ def part_groups(args) -> None:
         )
     for group in (None, 8):
         low, high = frame_counts[0], frame_counts[-1]
-        growth = statistics.median(v[0] for v in cells[high, group]) / statistics.median(v[0] for v in cells[low, group])
+        def median(frames, field):
+            return statistics.median(values[field] for values in cells[frames, group])
+
         middle = 512 if 512 in frame_counts else high
-        per_frame = statistics.median(v[1] for v in cells[middle, group]) / statistics.median(v[1] for v in cells[low, group])
-        print(f"media_group_chunks={group}: RSS growth {high}/{low} frames {growth:.2f}x; time/frame {middle}/{low} {per_frame:.2f}x")
+        print(
+            f"media_group_chunks={group}: RSS growth {high}/{low} frames {median(high, 0) / median(low, 0):.2f}x; "
+            f"time/frame {middle}/{low} {median(middle, 1) / median(low, 1):.2f}x"
+        )
 
 
 def main() -> None:

@@ -34,7 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     watch = commands.add_parser("watch", help="follow a live source and answer questions as it plays")
     watch.add_argument("source", help="a file being written, '-' for stdin, or a URL (http://, udp://, ...)")
     watch.add_argument("--ask", action="append", required=True, help="a question (repeat for several)")
-    watch.add_argument("--every", help="ask every so much of the source's time (e.g. 5s, 500ms, 2m); default: at the end")
+    watch.add_argument("--every", help="ask every so much of the source's time (5s, 500ms, 2m); default: at its end")
     watch.add_argument("--model", help="checkpoint folder or Hub id (default: the model shipped with the package)")
     watch.add_argument("--chunk-seconds", type=float, default=1.0, help="seconds of the source per chunk")
     watch.add_argument("--context-chunks", type=int, help="chunks a question sees (default: the model's num_chunks)")

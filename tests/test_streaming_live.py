@@ -224,3 +224,12 @@ def test_what_cannot_be_read_as_a_live_video_is_a_clear_error(tmp_path):
         next(iter(LiveReader(garbage, stall_timeout=0.2, **CHUNK)))
     with pytest.raises(ValueError, match="chunk_seconds"):
         LiveReader(garbage, chunk_seconds=0, frames_per_chunk=4, size=16)
+
+
+def test_a_finished_mp4_is_read_too(tmp_path):
+    from media_utils import write_video
+
+    path = write_video(tmp_path / "clip.mp4", seconds=1.0, fps=16, width=32, height=32)  # index at the end
+    chunks = list(LiveReader(path, stall_timeout=0.2, **CHUNK))
+    assert [chunk.index for chunk in chunks] == [0, 1]
+    assert all(chunk.frames.shape == (4, 16, 16, 3) and chunk.waveform is not None for chunk in chunks)

@@ -33,9 +33,11 @@ def _chunk_dicts(processor, clips):
     for index in range(len(clips)):
         for chunk in range(processor.num_chunks):
             start = (index * processor.num_chunks + chunk) * clips[index].duration / processor.num_chunks
+            video = slice(chunk * per_video, (chunk + 1) * per_video)
+            audio = slice(chunk * per_audio, (chunk + 1) * per_audio)
             yield {
-                "pixel_values_videos": media["pixel_values_videos"][index : index + 1, chunk * per_video : (chunk + 1) * per_video],
-                "input_features": media["input_features"][index : index + 1, :, chunk * per_audio : (chunk + 1) * per_audio],
+                "pixel_values_videos": media["pixel_values_videos"][index : index + 1, video],
+                "input_features": media["input_features"][index : index + 1, :, audio],
                 "audio_chunk_mask": media["audio_chunk_mask"][index : index + 1, chunk : chunk + 1],
                 "start_time": start,
                 "end_time": start + clips[index].duration / processor.num_chunks,
@@ -68,7 +70,9 @@ def test_questions_about_the_latest_clip_of_a_stream_get_the_answers_of_the_clip
     clips = generate_dataset(NUM_CLIPS, seed=UNSEEN_SEED)
     expected = _alone_answers(model, processor, clips)
     encoded_frames = []
-    hook = model.model.video_encoder.register_forward_hook(lambda module, args, out: encoded_frames.append(args[0].shape[0]))
+    hook = model.model.video_encoder.register_forward_hook(
+        lambda module, args, output: encoded_frames.append(args[0].shape[0])  # chunks in this call
+    )
     feed = queue.Queue()
     watcher = MirasolWatcher(model, processor, _controlled(feed), **GENERATE).start()
     chunks = list(_chunk_dicts(processor, clips))
@@ -148,10 +152,13 @@ def test_a_live_chunk_is_prepared_as_the_processor_prepares_its_window(streaming
         frames = read.frames[index * per_video : (index + 1) * per_video]
         chunk = LiveChunk(index, start, end, frames, read.waveform[first:last], first / rate)
         inputs = chunk_inputs(processor, chunk)
-        assert torch.equal(inputs["pixel_values_videos"][0], whole["pixel_values_videos"][0, index * per_video : (index + 1) * per_video])
+        expected_pixels = whole["pixel_values_videos"][0, index * per_video : (index + 1) * per_video]
+        assert torch.equal(inputs["pixel_values_videos"][0], expected_pixels)
         # the audio as the feature extractor computes this window from the whole track; up to the one-sample shift of
         # its STFT frames that float rounding of the waveform's start time can cause (features have unit std)
-        reference = processor.feature_extractor(read.waveform, chunk_windows=np.array([[start, end]]), return_tensors="pt")
+        reference = processor.feature_extractor(
+            read.waveform, chunk_windows=np.array([[start, end]]), return_tensors="pt"
+        )
         torch.testing.assert_close(inputs["input_features"], reference["input_features"], atol=0.05, rtol=0)
         assert torch.equal(inputs["audio_chunk_mask"], reference["audio_chunk_mask"])
 

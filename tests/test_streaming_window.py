@@ -54,7 +54,8 @@ def test_windowed_whole_clip_encoding_equals_windowed_streaming(combiner_type):
         # A question sees the last 3 chunks, encoded by the latent model as a clip of 3 chunks.
         context = state.media_output()
         assert (state.num_chunks, state.first_chunk) == (8, 5)
-        _close(context.media_latents, model.model.latent_model(whole.combined_features[:, 5:], whole.media_chunk_mask[:, 5:]))
+        last_three = model.model.latent_model(whole.combined_features[:, 5:], whole.media_chunk_mask[:, 5:])
+        _close(context.media_latents, last_three)
         _close(context.media_latents[:, -1], whole.media_latents[:, -1])
 
 

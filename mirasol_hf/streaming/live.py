@@ -94,6 +94,13 @@ class _GrowingFile:
                 return data
             time.sleep(GROWING_FILE_POLL_SECONDS)
 
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        # Lets FFmpeg find an index at the end of a finished file (an MP4 without faststart) as in a plain file.
+        return self.file.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.file.tell()
+
     def close(self):
         self.file.close()
 
@@ -221,7 +228,8 @@ class LiveReader:
         except LiveSourceError as error:
             failure = error
         except (av.FFmpegError, OSError) as error:
-            failure = LiveSourceError(f"{self.name}: connection lost or stream broken at {chunk.time_reached()}: {error}")
+            reached = chunk.time_reached()
+            failure = LiveSourceError(f"{self.name}: connection lost or stream broken at {reached}: {error}")
         yield from chunk.finish()
         if failure is not None:
             raise failure

@@ -1,6 +1,7 @@
 """Ask at any time: a stream encoded in a background thread, questions answered from the state so far.
 
-    watcher = MirasolWatcher(model, processor, LiveReader("rtsp_or_file_or_-", ...)).start()
+    reader = LiveReader("http://127.0.0.1:8080/live.ts", chunk_seconds=1.0, frames_per_chunk=8, size=32)
+    watcher = MirasolWatcher(model, processor, reader).start()
     answer = watcher.ask("what sound is playing?")   # answer.text, answer.start_time, answer.end_time
     watcher.stop()
 
