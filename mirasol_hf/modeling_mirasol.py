@@ -329,7 +329,9 @@ class MirasolModel(MirasolPreTrainedModel):
             group_combined, state = self.combiner.combine_streaming(
                 video_tokens, audio_tokens, group_video_mask, group_audio_mask, state
             )  # (B, g, m, d_c)
-            combined.append(group_combined)
+            # A copy, not a view: a combiner's output may be a slice of its whole token sequence, which a view held
+            # here would keep alive for every group.
+            combined.append(group_combined.contiguous())
             masks.append(group_video_mask | group_audio_mask)
         return torch.cat(combined, dim=1), state, torch.cat(masks, dim=1)
 
