@@ -3,9 +3,10 @@
 Four parts, on the default model (`mirasol_hf.DEFAULT_MODEL`: 8 frames of 32x32 and 16 log-mel frames per chunk of
 1 s) with a latent-model window of 4 chunks (`latent_config.context_chunks = 4`, the clip length it was trained on):
 
-1. stream: one chunk per `encode_media_chunk` call up to `--chunks` chunks. At chunk 10, 100, 1000 (and 10,000 when
-   asked): the median wall and CPU time of the `--window` calls that end there, and the process's resident set
-   (RSS, from /proc/self/statm) after them. Beside it the naive alternative that other models have, re-encoding
+1. stream: one chunk per `encode_media_chunk` call. A stream is advanced to chunk 10, another to 100, 1000 (and
+   10,000 with `--chunks 10000`); then in `--rounds` alternating rounds `--window` timed calls go to each in turn:
+   median wall and CPU time per call. RSS (from /proc/self/statm) once each stream has reached its mark, the shorter
+   streams' states still held. Beside it the naive alternative that other models have, re-encoding
    the whole prefix with `encode_media` to answer at chunk t (median of alternating rounds, each its own process
    for its peak RSS); and the unwindowed stream (keys/values of every chunk kept) for reference.
 2. answer latency: `MirasolWatcher.ask` (4 new tokens) at chunk 100 while the stream keeps encoding.
@@ -88,22 +89,26 @@ def timed(function) -> tuple[float, float]:
 
 
 @torch.inference_mode()
-def stream_costs(window: int | None, marks: list[int], calls_per_mark: int) -> dict[int, tuple]:
-    """{mark: (wall times, CPU times, RSS MiB)} of the calls ending at each mark."""
+def stream_costs(window: int | None, marks: list[int], calls_per_mark: int, rounds: int) -> dict[int, tuple]:
+    """{mark: (wall times, CPU times, RSS MiB)}: one stream per mark, advanced to it untimed; then, in alternating
+    rounds, `calls_per_mark` timed calls on each stream in turn (so load changes hit every mark alike)."""
     model, _ = default_model(window)
     chunk = random_chunk(model.config)
-    warm_up = None
-    for _ in range(calls_per_mark):  # first calls pay for allocations and thread start-up
-        _, warm_up = model.encode_media_chunk(**chunk, state=warm_up)
-    state, results, walls, cpus = None, {}, [], []
-    for index in range(1, max(marks) + 1):
-        wall, cpu = time.perf_counter(), time.process_time()
-        _, state = model.encode_media_chunk(**chunk, state=state)
-        walls.append(time.perf_counter() - wall)
-        cpus.append(time.process_time() - cpu)
-        if index in marks:
-            results[index] = (walls[-calls_per_mark:], cpus[-calls_per_mark:], rss_mib())
-    return results
+    states, rss = {}, {}
+    for mark in marks:
+        state = None
+        for _ in range(mark - 1):
+            _, state = model.encode_media_chunk(**chunk, state=state)
+        states[mark] = state
+        rss[mark] = rss_mib()  # with every shorter stream's state still held
+    times = {mark: ([], []) for mark in marks}
+    for _ in range(rounds):
+        for mark in marks:
+            for _ in range(calls_per_mark):
+                wall, cpu = timed(lambda: model.encode_media_chunk(**chunk, state=states[mark]))
+                times[mark][0].append(wall)
+                times[mark][1].append(cpu)
+    return {mark: (*times[mark], rss[mark]) for mark in marks}
 
 
 def _naive_cell(chunks: int, queue) -> None:
@@ -134,8 +139,9 @@ def part_stream(args) -> None:
     for _ in range(args.rounds):
         for mark in naive_marks:
             naive[mark].append(in_process(_naive_cell, mark))
-    windowed = stream_costs(WINDOW_CHUNKS, marks, args.window)
-    unwindowed = stream_costs(None, [mark for mark in marks if mark <= args.unwindowed_chunks], args.window)
+    windowed = stream_costs(WINDOW_CHUNKS, marks, args.window, args.rounds)
+    unwindowed_marks = [mark for mark in marks if mark <= args.unwindowed_chunks]
+    unwindowed = stream_costs(None, unwindowed_marks, args.window, args.rounds)
     print(
         "| chunk | stream ms/chunk (wall) | stream ms (CPU) | RSS MiB | unwindowed stream ms | "
         "re-encode prefix ms (wall) | (CPU) | its peak RSS growth MiB | re-encode / stream |"
