@@ -28,15 +28,15 @@ _import_structure = {
     ],
     "default_model": ["DEFAULT_MODEL"],
     "feature_extraction_mirasol": ["MirasolFeatureExtractor"],
+    "encoded_media": ["MirasolMediaOutput", "MirasolStreamingState"],
     "modeling_mirasol": [
         "MirasolForConditionalGeneration",
-        "MirasolMediaOutput",
         "MirasolModel",
         "MirasolPreTrainedModel",
     ],
     "pipeline": ["VideoQuestionAnsweringPipeline"],
     "processing_mirasol": ["MirasolProcessor"],
-    "streaming": ["MirasolStreamingState"],
+    "streaming": ["LiveReader", "LiveSourceError", "MirasolWatcher"],
     "tokenization_mirasol": ["build_tokenizer"],
     "training": ["MirasolDataCollator", "MirasolTrainer", "apply_training_stage"],
 }
@@ -87,15 +87,11 @@ if TYPE_CHECKING:
     )
     from .default_model import DEFAULT_MODEL
     from .feature_extraction_mirasol import MirasolFeatureExtractor
-    from .modeling_mirasol import (
-        MirasolForConditionalGeneration,
-        MirasolMediaOutput,
-        MirasolModel,
-        MirasolPreTrainedModel,
-    )
+    from .encoded_media import MirasolMediaOutput, MirasolStreamingState
+    from .modeling_mirasol import MirasolForConditionalGeneration, MirasolModel, MirasolPreTrainedModel
     from .pipeline import VideoQuestionAnsweringPipeline
     from .processing_mirasol import MirasolProcessor
-    from .streaming import MirasolStreamingState
+    from .streaming import LiveReader, LiveSourceError, MirasolWatcher
     from .tokenization_mirasol import build_tokenizer
     from .training import MirasolDataCollator, MirasolTrainer, apply_training_stage
 else:

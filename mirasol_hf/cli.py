@@ -1,6 +1,7 @@
 """Command line: `mirasol-hf answer VIDEO "question" [--model PATH] [--frames N] [--json] [--quiet]`.
 
 `mirasol-hf preprocess ...`: a training cache (see mirasol_hf.preprocess).
+`mirasol-hf watch SOURCE --ask "question" [--every 5s]`: a live source (see mirasol_hf.streaming.watch).
 
 Each subcommand is a `Command`: a function adding its arguments and a function running it, which imports what it
 needs itself, so `--help` and argument errors answer without loading torch models. Only the command being run gets
@@ -169,10 +170,32 @@ def run_preprocess(args: argparse.Namespace) -> int:
     return preprocess.run(args)
 
 
+def _add_watch_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source", help="a file being written, '-' for stdin, or a URL (http://, udp://, ...)")
+    parser.add_argument("--ask", action="append", required=True, help="a question (repeat for several)")
+    parser.add_argument("--every", help="ask every so much of the source's time (5s, 500ms, 2m); default: at its end")
+    parser.add_argument("--model", help="checkpoint folder or Hub id (default: the model shipped with the package)")
+    parser.add_argument("--chunk-seconds", type=float, default=1.0, help="seconds of the source per chunk")
+    parser.add_argument("--context-chunks", type=positive_int, help="chunks a question sees (default: the model's num_chunks)")
+    parser.add_argument("--stall-timeout", type=float, default=10.0, help="seconds without data before giving up")
+    parser.add_argument("--format", help="container format, for sources FFmpeg cannot probe (e.g. mpegts)")
+    parser.add_argument("--max-new-tokens", type=positive_int, default=16, help="longest answer, in tokens")
+    parser.add_argument("--json", action="store_true", help="print one JSON object per answer")
+
+
+def run_watch(args: argparse.Namespace) -> int:
+    from .streaming.watch import watch_command
+
+    if args.model is not None:
+        _check_model(args.model)
+    return watch_command(args, _default_model())
+
+
 COMMANDS = [
     Command("answer", "answer questions about a video (or a sound)", _add_answer_arguments, run_answer),
     Command("preprocess", "decode a data set's videos once into a training cache", _add_preprocess_arguments,
             run_preprocess),
+    Command("watch", "follow a live source and answer questions as it plays", _add_watch_arguments, run_watch),
 ]
 
 

@@ -183,6 +183,10 @@ class MirasolLatentConfig(MirasolEncoderConfig):
     trains only the latent model and its predictor: it is computed on a second latent-model pass over a detached x,
     because its gradient through x would push the combiner to make chunks predictable by discarding their content
     (seen here as collapse on a tiny model). False lets it reach the combiner and encoders, one pass only.
+
+    `context_chunks` bounds what the latent model sees: chunk t attends to chunks t-N+1..t only, with chunk positions
+    counted from the window's first chunk, so a window at chunk 10,000 is encoded as a clip of N chunks would be
+    (and a stream's state stays the same size). None (default): every chunk so far, positions from the clip's start.
     """
 
     model_type = "mirasol_latent"
@@ -190,10 +194,13 @@ class MirasolLatentConfig(MirasolEncoderConfig):
 
     latent_loss_type: str = "cosine"
     latent_loss_detach_input: bool = True
+    context_chunks: int | None = None
 
     def __post_init__(self, **kwargs):
         if self.latent_loss_type not in ("cosine", "l2"):
             raise ValueError(f"latent_config.latent_loss_type must be 'cosine' or 'l2', got {self.latent_loss_type!r}")
+        if self.context_chunks is not None and self.context_chunks < 1:
+            raise ValueError(f"latent_config.context_chunks must be >= 1 or None, got {self.context_chunks}")
         super().__post_init__(**kwargs)
 
 
@@ -291,7 +298,8 @@ class MirasolConfig(PreTrainedConfig):
 
     A clip is `num_chunks` chunks of `frames_per_chunk` frames; chunk `t`'s audio is `audio_frames_per_chunk` log-mel
     frames covering the same time window. Losses: `text_loss_weight * text + latent_loss_weight * latent +
-    reconstruction_loss_weight * reconstruction`.
+    reconstruction_loss_weight * reconstruction`. `encode_media` runs the encoders and the combiner over
+    `media_group_chunks` chunks at a time (None: all at once), so its peak memory does not grow with the clip length.
 
     Example:
         >>> config = MirasolConfig.from_preset("tiny")
@@ -348,6 +356,7 @@ class MirasolConfig(PreTrainedConfig):
     latent_loss_weight: float = 1.0
     reconstruction_loss_weight: float = 1.0
     label_smoothing: float = 0.0
+    media_group_chunks: int | None = 8
     tie_word_embeddings: bool = True
     # What the model card says about training data and metrics ({"training_data", "metrics", "notes"}).
     model_card: dict | None = None
@@ -360,6 +369,8 @@ class MirasolConfig(PreTrainedConfig):
         for name in ("num_chunks", "frames_per_chunk", "audio_frames_per_chunk"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.media_group_chunks is not None and self.media_group_chunks < 1:
+            raise ValueError(f"media_group_chunks must be >= 1 or None, got {self.media_group_chunks}")
         if self.audio_frames_per_chunk % self.audio_config.patch_size[1] != 0:
             raise ValueError(
                 f"audio_frames_per_chunk ({self.audio_frames_per_chunk}) must be a multiple of "

@@ -3,6 +3,7 @@
 The combined features of all chunks, x (B, T, m, d), form one sequence of T*m tokens. A block-causal mask lets every
 token of chunk t see the tokens of chunks <= t only, so h_t depends on x_{<=t} alone: changing chunk t+1 leaves
 h_{<=t} unchanged. Positions are the chunk index (sin-cos, any number of chunks) plus a learned slot embedding.
+With `context_chunks` = N the context is a sliding window of N chunks, positions counted within the window.
 
 Because of that mask, the chunks can also be encoded a few at a time: given the keys/values of the earlier chunks in
 a cache, the new chunks' h equals what the whole sequence gives (`forward(..., cache=cache)`, used by
@@ -39,7 +40,11 @@ def block_causal_mask(
 
 
 class MirasolLatentModel(nn.Module):
-    """x (B, T, m, d_combiner) -> h (B, T, m, d)."""
+    """x (B, T, m, d_combiner) -> h (B, T, m, d).
+
+    With `config.context_chunks` = N, h_t comes from the window of chunks t-N+1..t encoded as a clip of its own
+    (positions 0..N-1): the first N chunks form one window, and each later chunk is the last of its window.
+    """
 
     def __init__(self, config: MirasolLatentConfig, input_size: int, tokens_per_chunk: int):
         super().__init__()
@@ -51,13 +56,41 @@ class MirasolLatentModel(nn.Module):
         self.encoder = MirasolEncoder(config)
 
     def forward(
-        self, combined: torch.Tensor, media_chunk_mask: torch.Tensor, cache: Cache | None = None, **kwargs
+        self,
+        combined: torch.Tensor,
+        media_chunk_mask: torch.Tensor,
+        cache: Cache | None = None,
+        windows_per_pass: int | None = None,
+        **kwargs,
     ) -> torch.Tensor:
         """h for the chunks in `combined` (B, T, m, d_c).
 
-        With `cache` holding the keys/values of the P chunks before (a stream), `combined` holds only the
+        With `cache` holding the keys/values of the P chunks before (an unwindowed stream), `combined` holds only the
         new chunks, `media_chunk_mask` covers all P + T chunks, and the new keys/values are appended to the cache.
+        `windows_per_pass` bounds how many windows (of a windowed model) run through the encoder at once. `kwargs`
+        (e.g. `output_attentions`) reach the attention functions; with windows, each window's pass is recorded.
         """
+        window = self.config.context_chunks
+        if window is None or combined.shape[1] <= window:
+            if cache is not None and window is not None:
+                raise ValueError("a latent model with context_chunks streams from its window, not from a cache")
+            return self._encode(combined, media_chunk_mask, cache, **kwargs)
+        first = self._encode(combined[:, :window], media_chunk_mask[:, :window], **kwargs)  # (B, N, m, d)
+        batch, num_chunks, m, width = combined.shape
+        # Chunk t >= N: the window of chunks t-N+1..t, of which only the last chunk's h is new.
+        windows = combined.unfold(1, window, 1)[:, 1:]  # (B, T-N, m, d_c, N)
+        windows = windows.permute(0, 1, 4, 2, 3).reshape(-1, window, m, width)  # (B*(T-N), N, m, d_c)
+        window_masks = media_chunk_mask.unfold(1, window, 1)[:, 1:].reshape(-1, window)  # (B*(T-N), N)
+        step = windows_per_pass or windows.shape[0]
+        last = [
+            self._encode(windows[start : start + step], window_masks[start : start + step], **kwargs)[:, -1]
+            for start in range(0, windows.shape[0], step)
+        ]  # each (w, m, d)
+        rest = torch.cat(last).reshape(batch, num_chunks - window, m, -1)  # (B, T-N, m, d)
+        return torch.cat([first, rest], dim=1)
+
+    def _encode(self, combined: torch.Tensor, media_chunk_mask: torch.Tensor, cache: Cache | None = None, **kwargs):
+        """The block-causal pass over chunks numbered from the first chunk in `media_chunk_mask` (or the cache's)."""
         batch, num_chunks, m, _ = combined.shape
         past_chunks = media_chunk_mask.shape[1] - num_chunks
         cached_tokens = cache.get_seq_length() if cache is not None else 0
@@ -67,7 +100,7 @@ class MirasolLatentModel(nn.Module):
                 f"holds {cached_tokens // m} earlier chunks"
             )
         hidden = self.input_projection(combined)  # (B, T, m, d)
-        # Absolute chunk indices, so a stream's chunk t gets the position it has in the whole clip.
+        # Chunk indices from the first chunk, so a stream's chunk t gets the position it has in the whole clip.
         chunk_index = torch.arange(
             past_chunks, past_chunks + num_chunks, device=combined.device, dtype=torch.float32
         )[:, None]  # (T, 1)

@@ -11,15 +11,13 @@
 
 `MirasolModel.encode_media` runs everything above the text decoder; its output can be passed back as
 `media_latents=` to `forward` and `generate` (asking many questions about one video encodes it once).
-`MirasolModel.encode_media_chunk` does the same for a stream, a few chunks per call (see `streaming.py`).
+`MirasolModel.encode_media_chunk` does the same for a stream, a few chunks per call (see `encoded_media.py`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -41,6 +39,7 @@ from .combiners import (
     build_combiner,
 )
 from .configuration_mirasol import MirasolConfig, num_video_tokens
+from .encoded_media import MirasolMediaOutput, MirasolStreamingState
 from .hub import AUTO_MAP, CUSTOM_PIPELINES, GENERIC_CARD_MARKER, MODEL_CARD, write_model_card, write_remote_code
 from .latent_model import MirasolLatentModel, MirasolLatentPredictor, latent_loss
 from .layers import MirasolEncoderLayer
@@ -54,27 +53,6 @@ from .text_decoder import (
     build_media_attention_mask,
 )
 from .video_encoder import MirasolVideoEncoder
-
-if TYPE_CHECKING:
-    from .streaming import MirasolStreamingState
-
-
-@dataclass
-class MirasolMediaOutput(ModelOutput):
-    """What `encode_media` returns.
-
-    media_latents: (B, T, m, d) latent-model outputs h, what the text decoder attends to.
-    media_chunk_mask: (B, T) bool, chunks holding video or audio.
-    combined_features: (B, T, m, d_c) combiner outputs x, the latent loss targets.
-    latent_attentions: with `output_attentions=True`, the latent model's attention weights, one (B, heads, T*m, T*m)
-        tensor per layer, tokens chunk-major (token t*m + i is slot i of chunk t): which chunks each chunk drew on.
-    """
-
-    media_latents: torch.FloatTensor | None = None
-    media_chunk_mask: torch.BoolTensor | None = None
-    combined_features: torch.FloatTensor | None = None
-    latent_attentions: tuple[torch.FloatTensor, ...] | None = None
-
 
 @dataclass
 class MirasolModelOutputWithPast(ModelOutput):
@@ -407,6 +385,39 @@ class MirasolModel(MirasolPreTrainedModel):
         audio_tokens = self._audio_tokens(input_features, batch, num_chunks)
         return video_tokens, audio_tokens, video_chunk_mask, audio_chunk_mask
 
+    def _combine_in_groups(
+        self, pixel_values_videos, input_features, video_chunk_mask, audio_chunk_mask, batch, num_chunks, state=None
+    ):
+        """Encoders and combiner over `config.media_group_chunks` chunks at a time, the combiner's state carried from
+        group to group (exactly as one pass, since each chunk is encoded alone): peak memory stays that of a group.
+
+        Returns x (B, T, m, d_c), the combiner state after the last chunk and the media chunk mask (B, T).
+        """
+        video_chunk_mask = _check_chunk_mask("video_chunk_mask", video_chunk_mask, batch, num_chunks, self.device)
+        audio_chunk_mask = _check_chunk_mask("audio_chunk_mask", audio_chunk_mask, batch, num_chunks, self.device)
+        group = self.config.media_group_chunks or num_chunks
+        combined, masks = [], []
+        for start in range(0, num_chunks, group):
+            stop = min(start + group, num_chunks)
+            frames = features = None
+            if pixel_values_videos is not None:
+                per_chunk = self.config.frames_per_chunk
+                frames = pixel_values_videos[:, start * per_chunk : stop * per_chunk]  # (B, g*f, C, H, W)
+            if input_features is not None:
+                per_chunk = self.config.audio_frames_per_chunk
+                features = input_features[:, :, start * per_chunk : stop * per_chunk]  # (B, mels, g*A)
+            video_tokens, audio_tokens, group_video_mask, group_audio_mask = self._encode_modalities(
+                frames, features, video_chunk_mask[:, start:stop], audio_chunk_mask[:, start:stop], batch, stop - start
+            )
+            group_combined, state = self.combiner.combine_streaming(
+                video_tokens, audio_tokens, group_video_mask, group_audio_mask, state
+            )  # (B, g, m, d_c)
+            # A copy, not a view: a combiner's output may be a slice of its whole token sequence, which a view held
+            # here would keep alive for every group.
+            combined.append(group_combined.contiguous())
+            masks.append(group_video_mask | group_audio_mask)
+        return torch.cat(combined, dim=1), state, torch.cat(masks, dim=1)
+
     def encode_media(
         self,
         pixel_values_videos: torch.FloatTensor | None = None,
@@ -417,15 +428,14 @@ class MirasolModel(MirasolPreTrainedModel):
     ) -> MirasolMediaOutput:
         """Video and/or audio -> latents the text decoder attends to (see `MirasolMediaOutput`).
 
-        A missing modality counts as absent in every chunk (its mask all False), as does a chunk masked out.
+        A missing modality counts as absent in every chunk (its mask all False), as does a chunk masked out. Chunks
+        go through the encoders `config.media_group_chunks` at a time, so memory stays flat in the clip length.
         With `output_attentions`, the latent model's attention weights come back as `latent_attentions`.
         """
         batch, num_chunks = self._chunking(pixel_values_videos, input_features)
-        video_tokens, audio_tokens, video_chunk_mask, audio_chunk_mask = self._encode_modalities(
+        combined, _, media_chunk_mask = self._combine_in_groups(
             pixel_values_videos, input_features, video_chunk_mask, audio_chunk_mask, batch, num_chunks
-        )
-        combined = self.combiner(video_tokens, audio_tokens, video_chunk_mask, audio_chunk_mask)  # (B, T, m, d_c)
-        media_chunk_mask = video_chunk_mask | audio_chunk_mask
+        )  # (B, T, m, d_c)
         latent = self._latent_model_outputs(combined, media_chunk_mask, output_latent_attentions=output_attentions)
         return MirasolMediaOutput(
             media_latents=latent.media_latents,  # (B, T, m, d)
@@ -437,7 +447,10 @@ class MirasolModel(MirasolPreTrainedModel):
     @capture_outputs
     def _latent_model_outputs(self, combined, media_chunk_mask, output_latent_attentions=False, **kwargs):
         """The latent model's h; `capture_outputs` records its attention weights when `output_latent_attentions`."""
-        latents = self.latent_model(combined, media_chunk_mask, output_attentions=output_latent_attentions)
+        latents = self.latent_model(
+            combined, media_chunk_mask, windows_per_pass=self.config.media_group_chunks,
+            output_attentions=output_latent_attentions,
+        )
         return MirasolMediaOutput(media_latents=latents)
 
     def encode_media_chunk(
@@ -451,34 +464,47 @@ class MirasolModel(MirasolPreTrainedModel):
         """Encodes the next chunk(s) of a stream, given as `encode_media` takes a clip (any whole number of chunks).
 
         Returns the new chunks' `MirasolMediaOutput` and the stream's state (None starts a stream; the state is
-        updated in place). Chunk by chunk, the outputs equal those of `encode_media` on the whole clip, and each
-        call costs the same whatever came before, but for the latent model's attention to the cached chunks.
-        `state.media_output()` gives all chunks so far, for `generate(media_latents=...)`.
+        updated in place). Chunk by chunk, the outputs equal those of `encode_media` on the whole clip; no chunk is
+        encoded twice. With `latent_config.context_chunks` = N the state and the cost of a call stay the same for any
+        stream length; without, the latent model attends to the keys/values of every chunk so far.
+        `state.media_output()` gives the latent model's context, for `generate(media_latents=...)`.
         """
-        from .streaming import MirasolStreamingState  # streaming.py builds on this module
-
         batch, num_chunks = self._chunking(pixel_values_videos, input_features)
         if state is None:
             state = MirasolStreamingState()
         elif state.batch_size not in (None, batch):
             raise ValueError(f"this chunk has batch size {batch}, the stream {state.batch_size}")
-        video_tokens, audio_tokens, video_chunk_mask, audio_chunk_mask = self._encode_modalities(
-            pixel_values_videos, input_features, video_chunk_mask, audio_chunk_mask, batch, num_chunks
-        )
-        combined, combiner_state = self.combiner.combine_streaming(
-            video_tokens, audio_tokens, video_chunk_mask, audio_chunk_mask, state.combiner_state
+        combined, combiner_state, media_chunk_mask = self._combine_in_groups(
+            pixel_values_videos, input_features, video_chunk_mask, audio_chunk_mask, batch, num_chunks,
+            state.combiner_state,
         )  # (B, T, m, d_c)
-        media_chunk_mask = video_chunk_mask | audio_chunk_mask
-        # The latent model's mask needs every chunk so far: later chunks skip earlier ones without media.
-        seen_chunk_mask = media_chunk_mask
-        if state.media_chunk_mask is not None:
-            seen_chunk_mask = torch.cat([state.media_chunk_mask, media_chunk_mask], dim=1)  # (B, P + T)
-        latents = self.latent_model(combined, seen_chunk_mask, cache=state.latent_cache)  # (B, T, m, d)
-        output = MirasolMediaOutput(
+        window = self.config.latent_config.context_chunks
+        if window is None:
+            # The latent model's mask needs every chunk so far: later chunks skip earlier ones without media.
+            seen_chunk_mask = media_chunk_mask
+            if state.media_chunk_mask is not None:
+                seen_chunk_mask = torch.cat([state.media_chunk_mask, media_chunk_mask], dim=1)  # (B, P + T)
+            latents = self.latent_model(combined, seen_chunk_mask, cache=state.latent_cache)  # (B, T, m, d)
+            output = MirasolMediaOutput(
+                media_latents=latents, media_chunk_mask=media_chunk_mask, combined_features=combined
+            )
+            state.append(output, combiner_state)
+            return output, state
+
+        # Windowed: the last N-1 chunks' x and the new ones, each new chunk the last of its window.
+        context_combined, context_mask = combined, media_chunk_mask
+        if state.context_combined is not None and window > 1:
+            context_combined = torch.cat([state.context_combined[:, 1 - window :], combined], dim=1)  # (B, n, m, d_c)
+            context_mask = torch.cat([state.media_chunk_mask[:, 1 - window :], media_chunk_mask], dim=1)  # (B, n)
+        context_latents = self.latent_model(context_combined, context_mask)  # (B, n, m, d)
+        latents = context_latents[:, -num_chunks:]  # (B, T, m, d)
+        if context_combined.shape[1] > window:  # several new chunks: the last window, encoded as one clip
+            context_combined, context_mask = context_combined[:, -window:], context_mask[:, -window:]
+            context_latents = self.latent_model(context_combined, context_mask)
+        state.slide(num_chunks, combiner_state, context_combined, context_mask, context_latents)
+        return MirasolMediaOutput(
             media_latents=latents, media_chunk_mask=media_chunk_mask, combined_features=combined
-        )
-        state.append(output, combiner_state)
-        return output, state
+        ), state
 
     # `capture_outputs` fills hidden_states / attentions / cross_attentions (`_can_record_outputs`) and honours
     # `return_dict`. transformers 5.24 renamed `past_key_values` to `cache`; the old name still works, as in Llama.

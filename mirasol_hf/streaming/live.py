@@ -1,0 +1,369 @@
+"""Live sources: a video read with PyAV as it arrives, cut into chunks by presentation time.
+
+`LiveReader(source, chunk_seconds=..., frames_per_chunk=..., size=...)` yields `LiveChunk`s: chunk k covers
+`[t0 + k * chunk_seconds, t0 + (k + 1) * chunk_seconds)` on the source's clock (t0: its first frame), its frames are
+those on screen at `frames_per_chunk` evenly spaced times from the window's start (the file reader's uniform sampling
+within a chunk), and its audio is the source's audio over the same window, resampled to mono `sampling_rate`. A chunk
+is handed out as soon as both streams have passed its end; nothing is read twice and only the current chunk is held.
+
+Sources: a file that may still be growing (a recording in progress: MPEG-TS, Matroska, fragmented MP4), a pipe
+(`"-"` for stdin, or a binary file object), or a URL FFmpeg opens (`http://`, `udp://`, `tcp://`, ...).
+
+How a stream ends, each a defined outcome:
+
+* the source ends (end of a pipe or of a network stream, a file that stops growing for `stall_timeout` seconds):
+  the chunk in progress is handed out with `complete=False` (its missing frames repeat its last frame; audio
+  covering too little of it is masked by the feature extractor, as in files), then iteration stops;
+* a pipe or network source that sends nothing for `stall_timeout` seconds, or a connection that fails: the chunk in
+  progress is handed out the same way, then `LiveSourceError` is raised, naming the source and the time reached;
+* a source that cannot be opened: `LiveSourceError` at once; one without a video stream: `MediaError`.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from ..media import DEFAULT_SAMPLING_RATE, TIME_TOLERANCE, MediaError
+from ..media_frames import DEFAULT_INTERPOLATION, DEFAULT_MAX_FRAME_PIXELS, _frame_converter
+from ..media_streams import _pick_video_stream
+
+# How often a growing file is checked for new data.
+GROWING_FILE_POLL_SECONDS = 0.02
+DEFAULT_STALL_TIMEOUT = 10.0
+DEFAULT_AUDIO_CONTEXT = 0.05
+MICROSECONDS = 1_000_000
+MAX_FPS_DENOMINATOR = 1001
+TEST_STREAM_BIT_RATE = 8_000_000  # near-lossless at small sizes
+
+
+class LiveSourceError(MediaError):
+    """A live source failed: could not be opened, stalled, or dropped its connection."""
+
+
+@dataclass
+class LiveChunk:
+    """One chunk of a live source.
+
+    frames: (frames_per_chunk, S, S, 3) uint8 RGB. waveform: (samples,) float32 mono at the reader's sampling rate,
+    its first sample at `waveform_start_time`, covering the window and `audio_context` seconds on each side (None:
+    the source has no audio). Times are seconds on the source's clock.
+    complete: False for the last chunk of a source that ended (or failed) inside it.
+    """
+
+    index: int
+    start_time: float
+    end_time: float
+    frames: np.ndarray
+    waveform: np.ndarray | None
+    waveform_start_time: float
+    complete: bool = True
+
+
+class _GrowingFile:
+    """A file read as it is written: at its current end, waits for more until nothing comes for `stall_timeout`."""
+
+    def __init__(self, path: Path, stall_timeout: float):
+        self.file = open(path, "rb")
+        self.stall_timeout = stall_timeout
+        self.ended = False
+
+    def read(self, size: int = -1) -> bytes:
+        waited_since = time.monotonic()
+        while True:
+            data = self.file.read(size)
+            if data or self.ended:
+                return data
+            if time.monotonic() - waited_since > self.stall_timeout:
+                self.ended = True  # the file has stopped growing: its end, for this and every later read
+                return data
+            time.sleep(GROWING_FILE_POLL_SECONDS)
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        # Lets FFmpeg find an index at the end of a finished file (an MP4 without faststart) as in a plain file.
+        return self.file.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.file.tell()
+
+    def close(self):
+        self.file.close()
+
+
+class _Pipe:
+    """A pipe read as data arrives; nothing for `stall_timeout` seconds raises `LiveSourceError`."""
+
+    def __init__(self, file, name: str, stall_timeout: float):
+        self.fd = file.fileno()
+        self.name = name
+        self.stall_timeout = stall_timeout
+
+    def read(self, size: int = -1) -> bytes:
+        ready, _, _ = select.select([self.fd], [], [], self.stall_timeout)
+        if not ready:
+            raise LiveSourceError(f"{self.name}: stalled, no data for {self.stall_timeout:g} s")
+        return os.read(self.fd, size if size > 0 else 1 << 16)
+
+    def close(self):
+        pass
+
+
+class LiveReader:
+    """Chunks of a live source as they arrive (see the module docstring for sources and outcomes).
+
+    Args:
+        source: a path, `"-"` (stdin), a binary file object of a pipe, or a URL.
+        chunk_seconds: length of a chunk, seconds.
+        frames_per_chunk: frames sampled per chunk (the model's `frames_per_chunk`).
+        size: frames are scaled to `size` x `size` (the processor's `image_size`).
+        sampling_rate: audio rate, Hz (the feature extractor's).
+        stall_timeout: seconds without data after which a source counts as stalled (or a growing file as ended).
+        audio_context: seconds of audio kept on each side of a chunk's window (its waveform starts that much before
+            the window), so that a log-mel computed per chunk sees the same samples at its edges as one computed over
+            the whole track: at least the feature extractor's STFT window (25 ms by default).
+        format: container format to assume (e.g. "mpegts"), for sources FFmpeg cannot probe.
+    """
+
+    def __init__(
+        self,
+        source,
+        chunk_seconds: float,
+        frames_per_chunk: int,
+        size: int,
+        sampling_rate: int = DEFAULT_SAMPLING_RATE,
+        stall_timeout: float = DEFAULT_STALL_TIMEOUT,
+        audio_context: float = DEFAULT_AUDIO_CONTEXT,
+        format: str | None = None,
+    ):
+        if not chunk_seconds > 0:
+            raise ValueError(f"chunk_seconds must be > 0, got {chunk_seconds}")
+        if frames_per_chunk < 1 or size < 1:
+            raise ValueError(f"frames_per_chunk and size must be >= 1, got {frames_per_chunk} and {size}")
+        if not stall_timeout > 0:
+            raise ValueError(f"stall_timeout must be > 0, got {stall_timeout}")
+        self.source = source
+        self.name = getattr(source, "name", None) or str(source)
+        self.chunk_seconds = float(chunk_seconds)
+        self.frames_per_chunk = frames_per_chunk
+        self.size = size
+        self.sampling_rate = sampling_rate
+        self.stall_timeout = float(stall_timeout)
+        if audio_context < 0:
+            raise ValueError(f"audio_context must be >= 0, got {audio_context}")
+        self.audio_context = float(audio_context)
+        self.format = format
+
+    def _open(self):
+        """The PyAV container and the file object it reads from (None for URLs)."""
+        source, reader = self.source, None
+        # Probe no more than a chunk's worth of the stream before the first frame comes out (FFmpeg's default
+        # analyzes 5 s, which a live source makes the viewer wait for).
+        options = {"analyzeduration": str(int(min(self.chunk_seconds, 1.0) * MICROSECONDS)), "probesize": "65536"}
+        if isinstance(source, (str, Path)) and "://" in str(source):
+            # FFmpeg's own timeouts: rw_timeout for http/tcp reads, timeout for udp (both in microseconds).
+            stall = str(int(self.stall_timeout * MICROSECONDS))
+            options.update(rw_timeout=stall, timeout=stall)
+        elif source == "-":
+            reader = _Pipe(sys.stdin.buffer, "stdin", self.stall_timeout)
+        elif isinstance(source, (str, Path)):
+            if not Path(source).is_file():
+                raise LiveSourceError(f"{source}: no such file")
+            reader = _GrowingFile(Path(source), self.stall_timeout)
+        else:
+            reader = _Pipe(source, self.name, self.stall_timeout)
+        try:
+            container = av.open(reader if reader is not None else str(source), format=self.format, options=options)
+        except LiveSourceError:
+            raise
+        except (av.FFmpegError, OSError) as error:
+            if reader is not None:
+                reader.close()
+            raise LiveSourceError(f"{self.name}: cannot open as a video stream: {error}") from None
+        return container, reader
+
+    def __iter__(self) -> Iterator[LiveChunk]:
+        container, reader = self._open()
+        try:
+            yield from self._chunks(container)
+        finally:
+            container.close()
+            if reader is not None:
+                reader.close()
+
+    def _chunks(self, container) -> Iterator[LiveChunk]:
+        video_stream = _pick_video_stream(container, self.name)
+        audio_stream = container.streams.audio[0] if container.streams.audio else None
+        convert = _frame_converter(
+            video_stream, (self.size, self.size), DEFAULT_INTERPOLATION, DEFAULT_MAX_FRAME_PIXELS, self.name, None
+        )
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=self.sampling_rate)
+        chunk = _ChunkBuilder(self, convert, has_audio=audio_stream is not None)
+        streams = [video_stream] + ([audio_stream] if audio_stream is not None else [])
+        failure = None
+        try:
+            for packet in container.demux(streams):
+                for frame in _decode(packet):
+                    if frame.time is None:
+                        continue
+                    if packet.stream.type == "video":
+                        chunk.add_video(frame)
+                    else:
+                        chunk.add_audio(frame, resampler)
+                    yield from chunk.ready()
+        except LiveSourceError as error:
+            failure = error
+        except (av.FFmpegError, OSError) as error:
+            reached = chunk.time_reached()
+            failure = LiveSourceError(f"{self.name}: connection lost or stream broken at {reached}: {error}")
+        yield from chunk.finish()
+        if failure is not None:
+            raise failure
+
+
+def _decode(packet):
+    try:
+        return packet.decode()
+    except av.InvalidDataError:
+        return []  # a damaged packet: its frames are lost, the stream goes on
+
+
+class _ChunkBuilder:
+    """Collects decoded frames and audio into chunks; hands a chunk out once both streams have passed its end.
+
+    Sample time j of chunk k is `t0 + k * chunk_seconds + j * chunk_seconds / frames_per_chunk`; it shows the latest
+    frame whose time is not after it, known once a later frame arrives. Only frames at sample times are converted.
+    """
+
+    def __init__(self, reader: LiveReader, convert, has_audio: bool):
+        self.reader = reader
+        self.convert = convert
+        self.has_audio = has_audio
+        self.origin = None  # time of the first video frame: chunk 0 starts there
+        self.index = 0  # the chunk in progress
+        self.sampled: list[np.ndarray] = []  # frames at the sample times from chunk `index` on
+        self.on_screen = None  # [time, frame, converted or None]: the latest video frame
+        self.audio_origin = None  # time of the first resampled audio sample
+        self.audio_pieces: list[np.ndarray] = []
+        self.audio_start = 0  # index (from audio_origin) of the first sample held
+        self.audio_samples = 0  # samples received so far
+
+    @property
+    def video_time(self) -> float:
+        return -np.inf if self.on_screen is None else self.on_screen[0]
+
+    def _window(self) -> tuple[float, float]:
+        seconds = self.reader.chunk_seconds
+        return self.origin + self.index * seconds, self.origin + (self.index + 1) * seconds
+
+    def _sample_time(self, position: int) -> float:
+        """Time of the `position`-th sample from the start of the chunk in progress."""
+        return self._window()[0] + position * self.reader.chunk_seconds / self.reader.frames_per_chunk
+
+    def _show_on_screen(self) -> np.ndarray:
+        if self.on_screen[2] is None:
+            self.on_screen[2] = self.convert(self.on_screen[1])
+        return self.on_screen[2]
+
+    def add_video(self, frame) -> None:
+        if self.origin is None:
+            self.origin = frame.time
+        if frame.time < self.video_time:
+            return  # out of order: the sample times it could show are already filled
+        while self.on_screen is not None and frame.time > self._sample_time(len(self.sampled)) + TIME_TOLERANCE:
+            self.sampled.append(self._show_on_screen())
+        self.on_screen = [frame.time, frame, None]
+
+    def add_audio(self, frame, resampler) -> None:
+        if self.audio_origin is None:
+            self.audio_origin = frame.time
+        for resampled in resampler.resample(frame):
+            samples = resampled.to_ndarray()[0]  # (1, S) -> (S,)
+            self.audio_pieces.append(samples)
+            self.audio_samples += len(samples)
+
+    def time_reached(self) -> str:
+        return f"{max(self.video_time - (self.origin or 0.0), 0.0):.2f} s"
+
+    def ready(self) -> Iterator[LiveChunk]:
+        """Chunks that both streams have passed."""
+        while self.origin is not None and self.video_time >= self._window()[1]:
+            if self.has_audio:
+                audio_until = -np.inf
+                if self.audio_origin is not None:
+                    audio_until = self.audio_origin + self.audio_samples / self.reader.sampling_rate
+                if audio_until < self._window()[1] + self.reader.audio_context - TIME_TOLERANCE:
+                    return
+            yield self._take(complete=True)
+
+    def finish(self) -> Iterator[LiveChunk]:
+        """At the end of the source: the chunks its video passed (their audio as far as it goes), then the chunk in
+        progress if a frame was shown in it, its remaining sample times showing the last frame."""
+        while self.origin is not None and self.video_time >= self._window()[1]:
+            yield self._take(complete=True)
+        if self.on_screen is not None and self.video_time >= self._window()[0]:
+            while len(self.sampled) < self.reader.frames_per_chunk:
+                self.sampled.append(self._show_on_screen())
+            yield self._take(complete=False)
+
+    def _take(self, complete: bool) -> LiveChunk:
+        start, end = self._window()
+        count = self.reader.frames_per_chunk
+        frames = np.stack(self.sampled[:count])  # (f, S, S, 3)
+        self.sampled = self.sampled[count:]
+        waveform, waveform_start = None, start
+        if self.audio_origin is not None:
+            rate = self.reader.sampling_rate
+            held = np.concatenate(self.audio_pieces) if self.audio_pieces else np.zeros(0, np.float32)
+            context = self.reader.audio_context
+            first = min(max(0, int(round((start - context - self.audio_origin) * rate)) - self.audio_start), len(held))
+            last = min(max(first, int(round((end + context - self.audio_origin) * rate)) - self.audio_start), len(held))
+            waveform = held[first:last]
+            waveform_start = self.audio_origin + (self.audio_start + first) / rate
+            # Keep only what later chunks need: from the next window's start, less its context.
+            keep = min(max(0, int(round((end - context - self.audio_origin) * rate)) - self.audio_start), len(held))
+            self.audio_pieces = [held[keep:]]
+            self.audio_start += keep
+        self.index += 1
+        return LiveChunk(self.index - 1, start, end, frames, waveform, waveform_start, complete)
+
+
+def write_transport_stream(
+    output, frames: np.ndarray, fps: float, waveform: np.ndarray | None = None, sampling_rate: int = 16000
+) -> None:
+    """Writes `frames` (F, H, W, 3) uint8 shown at `i / fps` and a mono `waveform` from time 0 as an MPEG-TS (MPEG-2
+    video at a high bit rate, MP2 audio) into `output` (a path or a binary file object): what a live encoder sends,
+    packets of both streams interleaved in time. For trying and testing live sources."""
+    frame_rate = Fraction(fps).limit_denominator(MAX_FPS_DENOMINATOR)
+    with av.open(output, mode="w", format="mpegts") as container:
+        video = container.add_stream("mpeg2video", rate=frame_rate)
+        video.height, video.width = frames.shape[1:3]
+        video.pix_fmt, video.bit_rate = "yuv420p", TEST_STREAM_BIT_RATE
+        audio = None if waveform is None else container.add_stream("mp2", rate=sampling_rate, layout="mono")
+        written = 0
+        for index, pixels in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(pixels), format="rgb24")
+            frame.pts, frame.time_base = index, 1 / frame_rate
+            container.mux(video.encode(frame))
+            if audio is not None:  # the audio up to this frame's end, so both streams interleave
+                last = len(waveform) if index == len(frames) - 1 else round((index + 1) / fps * sampling_rate)
+                if last > written:
+                    block = np.ascontiguousarray(waveform[None, written:last], dtype=np.float32)  # (1, samples)
+                    sound = av.AudioFrame.from_ndarray(block, format="flt", layout="mono")
+                    sound.sample_rate, sound.pts, sound.time_base = sampling_rate, written, Fraction(1, sampling_rate)
+                    container.mux(audio.encode(sound))
+                    written = last
+        container.mux(video.encode(None))
+        if audio is not None:
+            container.mux(audio.encode(None))
+
+
+__all__ = ["LiveChunk", "LiveReader", "LiveSourceError", "write_transport_stream"]
