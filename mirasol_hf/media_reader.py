@@ -219,7 +219,10 @@ def _read(
         )
     audio_stream = _pick_audio_stream(container, media.name) if read_audio else None
 
-    index, audio_packets, demux_errors = _demux_pass(container, video_stream, audio_stream, media.name)
+    # A path is opened again to demux the audio needed (from a seek to it) when it is decoded; a file object's audio
+    # packets are kept from this pass (it cannot be read at two places at once).
+    reopen = media.open if media.is_path else None
+    index, audio_packets, demux_errors = _demux_pass(container, video_stream, audio_stream, media.name, reopen)
     if all(index.discard):  # also true of no packets at all
         raise MediaError(f"{media.name}: the video stream holds no frames")
     if _is_truncated(index, video_stream):

@@ -1,0 +1,80 @@
+"""Audio of a path demuxed again from a seek to the window needed (issue 13: memory bounded by what is sampled)
+against the same read from a file object, whose packets are kept from the demux pass: same samples, same start."""
+
+import numpy as np
+import pytest
+from media_corpus import Audio, Video, write
+
+import mirasol_hf.media_audio as media_audio
+from mirasol_hf.media import read_media
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("redemux")
+    streams = [Video(frames=100, fps=25, width=64, height=48), Audio(seconds=4.0, tone_start=1.5)]
+    return {suffix: write(directory / f"clip.{suffix}", streams) for suffix in ("mp4", "mkv")}
+
+
+def read_both(path, **read):
+    from_path = read_media(str(path), 8, **read)
+    with open(path, "rb") as file:
+        from_file = read_media(file, 8, **read)
+    return from_path, from_file
+
+
+@pytest.fixture
+def redemuxes(monkeypatch):
+    """Each `_Redemux` made during the test, with its packets' kept data at the time."""
+    made = []
+    original = media_audio._Redemux.__init__
+
+    def spy(self, packets, first):
+        original(self, packets, first)
+        made.append((self, first, len(packets.data)))
+
+    monkeypatch.setattr(media_audio._Redemux, "__init__", spy)
+    return made
+
+
+def assert_same_audio(from_path, from_file):
+    assert from_path.waveform is not None and len(from_path.waveform) > 0
+    np.testing.assert_array_equal(from_path.waveform, from_file.waveform)
+    assert from_path.waveform_start_time == from_file.waveform_start_time
+    np.testing.assert_array_equal(from_path.frames, from_file.frames)
+
+
+@pytest.mark.parametrize("suffix", ["mp4", "mkv"])
+def test_path_audio_is_demuxed_again_from_a_seek(clips, redemuxes, suffix):
+    from_path, from_file = read_both(clips[suffix], start_time=2.0)
+    assert_same_audio(from_path, from_file)
+    assert from_path.waveform_start_time >= 2.0  # only the window from the first sampled frame is read
+    assert len(redemuxes) == 1
+    redemux, first, kept_bytes = redemuxes[0]
+    assert first > 0 and not redemux.counted  # found after a seek, not by counting from the start
+    assert kept_bytes == 0  # the demux pass kept timestamps only
+
+
+def test_whole_clip_counts_from_the_start(clips, redemuxes):
+    assert_same_audio(*read_both(clips["mp4"]))
+    assert [(first, redemux.counted) for redemux, first, _ in redemuxes] == [(0, True)]
+
+
+def test_failed_seek_counts_from_the_start(clips, redemuxes, monkeypatch):
+    monkeypatch.setattr(media_audio._Redemux, "_seek", lambda self, first: False)
+    assert_same_audio(*read_both(clips["mp4"], start_time=2.0))
+    assert redemuxes[0][0].counted
+
+
+def test_unexpected_packet_after_the_seek_counts_from_the_start(clips, redemuxes, monkeypatch):
+    calls = []
+    original = media_audio._times
+
+    def second_packet_differs(packet):
+        calls.append(packet)
+        return (-1, -1, -1) if len(calls) == 2 else original(packet)  # 1: the packet found by the seek
+
+    monkeypatch.setattr(media_audio, "_times", second_packet_differs)
+    assert_same_audio(*read_both(clips["mp4"], start_time=2.0))
+    redemux, first, _ = redemuxes[0]
+    assert first > 0 and redemux.counted
