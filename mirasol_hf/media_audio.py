@@ -11,6 +11,7 @@ import av
 import numpy as np
 
 from .media_errors import logger
+from .media_timeline import NO_TIMESTAMP
 
 
 # Decoded samples are mixed to mono and resampled in blocks of this many samples (per channel).
@@ -24,7 +25,6 @@ AUDIO_PREROLL_SECONDS = 0.5
 # More channels than this are not converted: PyAV reads at most 8 planes, and garbage packets decode into frames
 # with dozens of channels (converting those crashes the process).
 MAX_DECODED_CHANNELS = 8
-NO_TIMESTAMP = -(1 << 63)
 # A jump in audio timestamps longer than this is a damaged timestamp, not a gap to fill with silence.
 MAX_AUDIO_GAP_SECONDS = 60.0
 

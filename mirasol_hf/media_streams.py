@@ -129,7 +129,7 @@ def _describe(stream) -> str:
 def _demux_pass(container, video_stream, audio_stream, name: str, reopen=None):
     """Index every video packet and the audio packets: the one full read of the file. With `reopen` (a callable
     giving a new container on the file), the audio packets' data is not kept but demuxed again when decoded."""
-    index = _VideoIndex(pts=[], dts=[], keyframe=[], discard=[], duration=[])
+    index = _VideoIndex()
     audio_packets = _AudioPackets(reopen, audio_stream.index) if audio_stream is not None else None
     streams = [video_stream] + ([audio_stream] if audio_stream is not None else [])
     errors = 0
@@ -148,13 +148,9 @@ def _demux_pass(container, video_stream, audio_stream, name: str, reopen=None):
             index.empty_packets += packet.stream is video_stream
             continue
         if packet.stream is video_stream:
-            if not index.pts:
+            if not len(index):
                 index.packed_bframes = _has_packed_bframes(video_stream, bytes(packet))
-            index.pts.append(packet.pts)
-            index.dts.append(packet.dts)
-            index.keyframe.append(packet.is_keyframe)
-            index.discard.append(packet.is_discard)
-            index.duration.append(packet.duration)
+            index.append(packet)
         else:
             audio_packets.append(packet)
     return index, audio_packets, errors

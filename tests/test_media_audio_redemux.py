@@ -1,5 +1,6 @@
-"""Audio of a path demuxed again from a seek to the window needed (issue 13: memory bounded by what is sampled)
-against the same read from a file object, whose packets are kept from the demux pass: same samples, same start."""
+"""Memory bounded by what is sampled (issue 13): a path's audio demuxed again from a seek to the window needed
+against the same read from a file object, whose packets are kept from the demux pass (same samples, same start);
+the video index's array lookups in the sequential fallback."""
 
 import numpy as np
 import pytest
@@ -78,3 +79,15 @@ def test_unexpected_packet_after_the_seek_counts_from_the_start(clips, redemuxes
     assert_same_audio(*read_both(clips["mp4"], start_time=2.0))
     redemux, first, _ = redemuxes[0]
     assert first > 0 and redemux.counted
+
+
+def test_frames_found_by_pts_when_no_seek_lands(clips, monkeypatch):
+    """The video index's pts -> rank lookup, used by the sequential decode when the demuxer cannot seek."""
+    import mirasol_hf.media_exact as media_exact
+
+    expected = read_media(str(clips["mkv"]), 8, start_time=1.0, read_audio=False, num_threads=1)
+    monkeypatch.setattr(media_exact, "_seek_to", lambda *args: (None, None))
+    clip = read_media(str(clips["mkv"]), 8, start_time=1.0, read_audio=False, num_threads=1)
+    np.testing.assert_array_equal(clip.frame_indices, expected.frame_indices)
+    np.testing.assert_array_equal(clip.frames, expected.frames)
+    assert len(np.unique(clip.frames.reshape(8, -1), axis=0)) == 8  # distinct frames: a wrong lookup would show
