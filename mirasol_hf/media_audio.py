@@ -200,6 +200,7 @@ def _decode_audio(
     container clock, both ends may be infinite). With `sink`, a callable `(samples, first sample's time)`, the
     waveform goes to it block by block as it is resampled and is not kept (None is returned for it)."""
     codec = audio_stream.codec_context
+    codec.flush_buffers()  # a second decode (stand-in frames moved the windows) starts from a reset decoder
     expected_channels = codec.channels
     track = _MonoTrack(sampling_rate, window, name, sink)
     needed = _packets_in_window(packets, window)

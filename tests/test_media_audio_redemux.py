@@ -14,7 +14,10 @@ from mirasol_hf.media import read_media
 def clips(tmp_path_factory):
     directory = tmp_path_factory.mktemp("redemux")
     streams = [Video(frames=100, fps=25, width=64, height=48), Audio(seconds=4.0, tone_start=1.5)]
-    return {suffix: write(directory / f"clip.{suffix}", streams) for suffix in ("mp4", "mkv")}
+    clips = {suffix: write(directory / f"clip.{suffix}", streams) for suffix in ("mp4", "mkv")}
+    # Audio ending before the video: its decode runs to the end of the packets and drains the decoder.
+    clips["short_audio"] = write(directory / "short_audio.mp4", [streams[0], Audio(seconds=3.0, tone_start=1.5)])
+    return clips
 
 
 def read_both(path, **read):
@@ -91,3 +94,42 @@ def test_frames_found_by_pts_when_no_seek_lands(clips, monkeypatch):
     np.testing.assert_array_equal(clip.frame_indices, expected.frame_indices)
     np.testing.assert_array_equal(clip.frames, expected.frames)
     assert len(np.unique(clip.frames.reshape(8, -1), axis=0)) == 8  # distinct frames: a wrong lookup would show
+
+
+@pytest.mark.parametrize("as_file", [False, True])
+def test_audio_decoded_again_when_a_stand_in_frame_moves_the_windows(clips, monkeypatch, as_file):
+    """A sampled frame that cannot be decoded is replaced by a neighbour: the sink made for the new times gets the
+    same audio as a read without the stand-in (the decoder, drained by the first decode, is reset)."""
+    import mirasol_hf.media_reader as media_reader
+
+    class Sink:
+        def __init__(self):
+            self.blocks = []
+
+        def feed(self, samples, start_time):
+            self.blocks.append((samples.copy(), start_time))
+
+    sinks = []
+
+    def make_sink(frame_times, end_time):
+        sinks.append(Sink())
+        return sinks[-1]
+
+    def read():
+        if not as_file:
+            return read_media(str(clips["short_audio"]), 8, start_time=1.0, audio_sink=make_sink)
+        with open(clips["short_audio"], "rb") as file:
+            return read_media(file, 8, start_time=1.0, audio_sink=make_sink)
+
+    read()
+    expected = np.concatenate([samples for samples, _ in sinks[0].blocks])
+    original = media_reader._gather
+
+    def first_frame_lost(decoded, ranks, name):
+        return original({rank: frame for rank, frame in decoded.items() if rank != min(ranks)}, ranks, name)
+
+    monkeypatch.setattr(media_reader, "_gather", first_frame_lost)
+    sinks.clear()
+    read()
+    assert len(sinks) == 2  # made again for the new frame times
+    np.testing.assert_array_equal(np.concatenate([samples for samples, _ in sinks[1].blocks]), expected)
