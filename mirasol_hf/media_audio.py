@@ -11,6 +11,7 @@ import av
 import numpy as np
 
 from .media_errors import logger
+from .media_timeline import NO_TIMESTAMP
 
 
 # Decoded samples are mixed to mono and resampled in blocks of this many samples (per channel).
@@ -24,41 +25,51 @@ AUDIO_PREROLL_SECONDS = 0.5
 # More channels than this are not converted: PyAV reads at most 8 planes, and garbage packets decode into frames
 # with dozens of channels (converting those crashes the process).
 MAX_DECODED_CHANNELS = 8
-NO_TIMESTAMP = -(1 << 63)
 # A jump in audio timestamps longer than this is a damaged timestamp, not a gap to fill with silence.
 MAX_AUDIO_GAP_SECONDS = 60.0
 
 
 class _AudioPackets:
-    """The audio stream's compressed packets as one byte buffer plus their timestamps: a PyAV packet object costs
-    about 1.6 KB, four times an AAC packet, which for an hour of audio is 240 MB. Packets carrying side data (encoder
-    delay, skipped samples) are kept whole."""
+    """The audio stream's packets found by the demux pass: their timestamps, and either their compressed data as one
+    byte buffer (a PyAV packet object costs about 1.6 KB, four times an AAC packet, which for an hour of audio is
+    240 MB; packets carrying side data, such as encoder delay, are kept whole) or, with `reopen` (a callable giving a
+    new container on the same file), nothing more: the packets needed are then demuxed again from the file."""
 
-    def __init__(self):
+    def __init__(self, reopen=None, stream_index: int | None = None):
         self.data = bytearray()
         self.ends = array.array("q")  # end offset of each packet in `data`
         self.timestamps = array.array("q")  # pts, dts, duration of each packet, NO_TIMESTAMP where unknown
         self.whole = {}  # packet number -> av.Packet with side data
         self.time_base = None
+        self.reopen, self.stream_index = reopen, stream_index
+        self.demuxed = None  # _Redemux: the packets read again, with reopen
 
     def append(self, packet: "av.Packet"):
         if self.time_base is None:
             self.time_base = packet.time_base
+        for value in (packet.pts, packet.dts, packet.duration):
+            self.timestamps.append(NO_TIMESTAMP if value is None else value)
+        if self.reopen is not None:
+            return
         if next(iter(packet.iter_sidedata()), None) is not None:
             self.whole[len(self.ends)] = packet
         self.data += bytes(packet)
         self.ends.append(len(self.data))
-        for value in (packet.pts, packet.dts, packet.duration):
-            self.timestamps.append(NO_TIMESTAMP if value is None else value)
 
     def __len__(self) -> int:
-        return len(self.ends)
+        return len(self.timestamps) // 3
 
     def times(self, k: int) -> tuple:
         """(pts, dts, duration) of packet `k`, None where unknown."""
         return tuple(None if value == NO_TIMESTAMP else value for value in self.timestamps[3 * k : 3 * k + 3])
 
     def packet(self, k: int) -> "av.Packet":
+        """Packet `k`; with `reopen`, calls must ask for increasing `k` (a smaller one starts a new read)."""
+        if self.reopen is not None:
+            if self.demuxed is None or not self.demuxed.can_reach(k):
+                self.close()
+                self.demuxed = _Redemux(self, k)
+            return self.demuxed.packet(k)
         if k in self.whole:
             return self.whole[k]
         start = self.ends[k - 1] if k else 0
@@ -66,6 +77,107 @@ class _AudioPackets:
         packet.pts, packet.dts, packet.duration = self.times(k)
         packet.time_base = self.time_base
         return packet
+
+    def close(self):
+        if self.demuxed is not None:
+            self.demuxed.close()
+            self.demuxed = None
+
+
+class _Redemux:
+    """The audio stream's packets demuxed again from the file, numbered as the demux pass found them: after a seek to
+    the first packet wanted, recognised by its timestamp (unique in the stream); counted from the file's start where
+    that fails (no such timestamp, a seek landing past it, a packet after it whose timestamps differ)."""
+
+    def __init__(self, packets: _AudioPackets, first: int):
+        self.packets = packets
+        self.container = self.iterator = None
+        self.next = 0  # number of the packet `iterator` yields next
+        self.pending = None  # a packet read ahead (the one found after a seek)
+        self.counted = False  # whether `iterator` started at the file's start (else after a seek)
+        if not self._seek(first):
+            self._from_start()
+
+    def _open(self):
+        if self.container is not None:
+            self.container.close()
+        self.container = self.packets.reopen()
+        stream = self.container.streams[self.packets.stream_index]  # index among all streams
+        for other in self.container.streams:
+            if other.index != stream.index:
+                other.discard = av.stream.Discard.all  # the demuxer then skips their packets entirely
+        self.pending = None
+        return stream
+
+    def _packets(self, stream):
+        return (packet for packet in self.container.demux(stream) if packet.size)
+
+    def _from_start(self):
+        stream = self._open()
+        self.iterator, self.next, self.counted = self._packets(stream), 0, True
+
+    def _seek(self, first: int) -> bool:
+        target = self.packets.times(first)
+        pts = target[0]
+        if first == 0 or pts is None or self.packets.timestamps[0::3].count(pts) != 1:
+            return False
+        stream = self._open()
+        try:
+            self.container.seek(pts, stream=stream, backward=True)
+            self.iterator = self._packets(stream)
+            for packet in self.iterator:
+                if packet.pts is None or packet.pts > pts:
+                    return False
+                if packet.pts == pts:
+                    if _times(packet) != target:
+                        return False
+                    self.pending, self.next = packet, first
+                    return True
+        except av.FFmpegError:
+            return False
+        return False
+
+    def can_reach(self, k: int) -> bool:
+        return k >= self.next
+
+    def packet(self, k: int) -> "av.Packet":
+        while True:
+            packet, self.pending = self.pending, None
+            if packet is None:
+                packet = self._read()
+            if packet is None:
+                raise av.EOFError(0, "the audio stream ends before the packets the demux pass found")
+            number, self.next = self.next, self.next + 1
+            if number == k:
+                return packet
+
+    def _read(self) -> "av.Packet | None":
+        """The next packet (None at the end); after a seek, one that is not the packet expected makes the packets be
+        counted from the file's start instead."""
+        try:
+            packet = next(self.iterator, None)
+        except av.FFmpegError:
+            if self.counted:
+                raise
+            packet = None
+        if self.counted or (packet is not None and _times(packet) == self.packets.times(self.next)):
+            return packet
+        wanted = self.next
+        self._from_start()
+        for _ in range(wanted):
+            if next(self.iterator, None) is None:
+                return None
+        self.next = wanted
+        return next(self.iterator, None)
+
+    def close(self):
+        if self.container is not None:
+            self.container.close()
+            self.container = None
+
+
+def _times(packet: "av.Packet") -> tuple:
+    return packet.pts, packet.dts, packet.duration
 
 
 def audio_stream_problem(audio_stream) -> str | None:
@@ -88,6 +200,7 @@ def _decode_audio(
     container clock, both ends may be infinite). With `sink`, a callable `(samples, first sample's time)`, the
     waveform goes to it block by block as it is resampled and is not kept (None is returned for it)."""
     codec = audio_stream.codec_context
+    codec.flush_buffers()  # a second decode (stand-in frames moved the windows) starts from a reset decoder
     expected_channels = codec.channels
     track = _MonoTrack(sampling_rate, window, name, sink)
     needed = _packets_in_window(packets, window)
@@ -117,6 +230,7 @@ def _decode_audio(
                 errors += 1
         if track.done:
             break
+    packets.close()
     waveform, origin = track.finish()
     return waveform, origin, errors
 

@@ -6,7 +6,7 @@ import av
 
 from .media_sequential import _decode_sequential
 from .media_streams import _Source
-from .media_timeline import _Timeline, _VideoIndex
+from .media_timeline import _timestamp, _Timeline, _VideoIndex
 
 
 class _OutputOrderMismatch(Exception):
@@ -17,11 +17,9 @@ def _decode_exact(container, video_stream, index: _VideoIndex, timeline: _Timeli
     """Decode the frames of presentation ranks `ranks` exactly, starting from the keyframes before them."""
     codec = video_stream.codec_context
     order = timeline.order
-    rank_of_pts = {index.pts[d]: rank for rank, d in enumerate(order)}
-    decode_of_pts = {pts: d for d, pts in enumerate(index.pts) if pts is not None}
-    keyframes = [d for d, is_key in enumerate(index.keyframe) if is_key] or [0]
+    keyframes = index.keyframes()
     wanted_ranks = set(int(rank) for rank in ranks)
-    wanted_decode = sorted(order[rank] for rank in wanted_ranks)  # decode indices to reach, in decode order
+    wanted_decode = sorted(int(order[rank]) for rank in wanted_ranks)  # decode indices to reach, in decode order
     wanted_decode_set = set(wanted_decode)
     # Where decoding must start to reach every remaining target: a suffix minimum over the targets.
     starts = [index.decode_start(d, keyframes) for d in wanted_decode]
@@ -35,7 +33,7 @@ def _decode_exact(container, video_stream, index: _VideoIndex, timeline: _Timeli
             for frame in codec.decode(packet):
                 if frame.pts is None:
                     raise _OutputOrderMismatch("the decoder outputs frames without timestamps")
-                rank = rank_of_pts.get(frame.pts)
+                rank = timeline.rank_of_pts(frame.pts)
                 if rank is not None:
                     if rank <= last_output[0]:
                         raise _OutputOrderMismatch("the decoder outputs frames out of their timestamps' order")
@@ -58,9 +56,9 @@ def _decode_exact(container, video_stream, index: _VideoIndex, timeline: _Timeli
                     errors += feed(None)
                 codec.flush_buffers()
             last_output[0] = -1
-            packets, landed = _seek_to(container, video_stream, index, starts[k], decode_of_pts)
+            packets, landed = _seek_to(container, video_stream, index, starts[k])
             if packets is None:  # the demuxer cannot land before the keyframe: decode from the start
-                return _decode_sequential(video_stream, ranks, convert, media, rank_of_pts=rank_of_pts)
+                return _decode_sequential(video_stream, ranks, convert, media, rank_of_pts=timeline.rank_of_pts)
             position, segment_start = landed - 1, starts[k]
         try:
             packet = next(packets)
@@ -71,7 +69,7 @@ def _decode_exact(container, video_stream, index: _VideoIndex, timeline: _Timeli
             break
         if packet.size == 0:
             continue
-        d = decode_of_pts.get(packet.pts, position + 1)
+        d = index.decode_of_pts(packet.pts, position + 1)
         # Frames nobody references and nobody wants are dropped by the decoder before any work on them: every
         # reference frame is still decoded, so the wanted frames come out exactly as in a full decode.
         skip = "DEFAULT" if d in wanted_decode_set else "NONREF"
@@ -86,16 +84,16 @@ def _decode_exact(container, video_stream, index: _VideoIndex, timeline: _Timeli
     return decoded, errors
 
 
-def _seek_to(container, video_stream, index: _VideoIndex, start: int, decode_of_pts: dict):
+def _seek_to(container, video_stream, index: _VideoIndex, start: int):
     """(packets, decode index of the first) from a keyframe at or before decode index `start`, or (None, None)."""
     # Demuxers index keyframes by pts or by dts (mov's index is dts, yet it seeks by pts); each landing is checked,
     # and the stream start is the last resort.
-    attempts = [index.pts[start], index.dts[start], index.pts[0], index.dts[0]]
+    attempts = [_timestamp(column[position]) for position in (start, 0) for column in (index.pts, index.dts)]
     for timestamp in dict.fromkeys(attempt for attempt in attempts if attempt is not None):
         container.seek(timestamp, stream=video_stream, backward=True)
         packets = container.demux(video_stream)
         first = next(packets, None)
-        landed = None if first is None else decode_of_pts.get(first.pts)
+        landed = None if first is None else index.decode_of_pts(first.pts)
         # Landing after `start` would decode frames without their reference frames.
         if landed is not None and landed <= start:
             return itertools.chain([first], packets), landed

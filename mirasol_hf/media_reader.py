@@ -24,7 +24,7 @@ from .media_streams import (
     _Source,
     _video_candidates,
 )
-from .media_timeline import _Timeline, _VideoIndex
+from .media_timeline import NO_TIMESTAMP, _Timeline, _timestamp, _VideoIndex
 
 
 # FFmpeg's own threads inside one decoder or scaler: off by default, see read_media's `thread_type`.
@@ -219,7 +219,10 @@ def _read(
         )
     audio_stream = _pick_audio_stream(container, media.name) if read_audio else None
 
-    index, audio_packets, demux_errors = _demux_pass(container, video_stream, audio_stream, media.name)
+    # A path is opened again to demux the audio needed (from a seek to it) when it is decoded; a file object's audio
+    # packets are kept from this pass (it cannot be read at two places at once).
+    reopen = media.open if media.is_path else None
+    index, audio_packets, demux_errors = _demux_pass(container, video_stream, audio_stream, media.name, reopen)
     if all(index.discard):  # also true of no packets at all
         raise MediaError(f"{media.name}: the video stream holds no frames")
     if _is_truncated(index, video_stream):
@@ -361,11 +364,11 @@ def _is_truncated(index: _VideoIndex, video_stream) -> bool:
     if not video_stream.duration or not video_stream.time_base:
         return True
     # AVI headers count null frames (and packets there last one tick): the frames present still reach the end.
-    pts = sorted(pts for pts in index.pts if pts is not None)
-    if not pts:
+    pts = np.sort(index.array("pts")[index.array("pts") != NO_TIMESTAMP])
+    if not len(pts):
         return True
-    step = max(float(np.median(np.diff(pts))) if len(pts) > 1 else 0.0, index.duration[-1] or 0)
-    return pts[-1] + step < (video_stream.start_time or 0) + video_stream.duration - 2 * step
+    step = max(float(np.median(np.diff(pts))) if len(pts) > 1 else 0.0, _timestamp(index.duration[-1]) or 0)
+    return int(pts[-1]) + step < (video_stream.start_time or 0) + video_stream.duration - 2 * step
 
 
 def _run_tasks(tasks: list[Callable], parallel: bool) -> list:

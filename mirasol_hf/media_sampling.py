@@ -53,11 +53,7 @@ def sample_frame_indices(
 
 def _nearest_keyframe_ranks(index: _VideoIndex, timeline: _Timeline, ranks: np.ndarray) -> np.ndarray:
     """Each sampled frame replaced by the keyframe closest to it in time."""
-    rank_of_decode = {d: rank for rank, d in enumerate(timeline.order)}
-    key_ranks = np.array(
-        sorted(rank_of_decode[d] for d, is_key in enumerate(index.keyframe) if is_key and d in rank_of_decode),
-        dtype=np.int64,
-    )
+    key_ranks = np.flatnonzero(index.array("keyframe")[timeline.order]).astype(np.int64)  # increasing
     if len(key_ranks) == 0:
         return ranks
     distances = np.abs(timeline.times[key_ranks][None, :] - timeline.times[ranks][:, None])  # (F, K)
@@ -66,9 +62,9 @@ def _nearest_keyframe_ranks(index: _VideoIndex, timeline: _Timeline, ranks: np.n
 
 def _split_by_keyframes(index: _VideoIndex, timeline: _Timeline, ranks: np.ndarray, parts: int) -> list[np.ndarray]:
     """Split the sampled ranks into at most `parts` groups that decode from different keyframes, of similar cost."""
-    keyframes = [d for d, is_key in enumerate(index.keyframe) if is_key] or [0]
+    keyframes = index.keyframes()
     unique = np.unique(ranks)
-    decode = np.array([timeline.order[rank] for rank in unique])
+    decode = timeline.order[unique]
     by_decode = np.argsort(decode)
     unique, decode = unique[by_decode], decode[by_decode]
     starts = np.array([index.decode_start(int(d), keyframes) for d in decode])

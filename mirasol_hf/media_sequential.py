@@ -1,16 +1,18 @@
 """Decoding from the start in order: for streams without usable timestamps or seeking."""
 
+from collections.abc import Callable
+
 import av
 
 from .media_streams import _set_threading, _Source
 
 
 def _decode_sequential(
-    video_stream, ranks, convert, media: _Source, thread_type: str | None = None, rank_of_pts: dict | None = None
+    video_stream, ranks, convert, media: _Source, thread_type: str | None = None, rank_of_pts: Callable | None = None
 ):
     """Decode every frame from the start, as the reference loop does: for streams without trusted timestamps.
 
-    Frames are counted in the order the decoder outputs them, or found by `rank_of_pts` when given. The file is
+    Frames are counted in the order the decoder outputs them, or found by `rank_of_pts(pts)` when given. The file is
     opened again rather than sought to its start: raw streams come back from a seek with other timestamps.
     """
     container = media.open()
@@ -28,7 +30,7 @@ def _decode_sequential(
     def take(frames) -> bool:
         nonlocal output_count
         for frame in frames:
-            rank = output_count if rank_of_pts is None else rank_of_pts.get(frame.pts)
+            rank = output_count if rank_of_pts is None else rank_of_pts(frame.pts)
             output_count += 1
             if rank in wanted and rank not in decoded:
                 decoded[rank] = convert(frame)

@@ -126,10 +126,11 @@ def _describe(stream) -> str:
     return f"{details}, language {language}" if language else details
 
 
-def _demux_pass(container, video_stream, audio_stream, name: str):
-    """Index every video packet and collect the audio packets: the one full read of the file."""
-    index = _VideoIndex(pts=[], dts=[], keyframe=[], discard=[], duration=[])
-    audio_packets = _AudioPackets() if audio_stream is not None else None
+def _demux_pass(container, video_stream, audio_stream, name: str, reopen=None):
+    """Index every video packet and the audio packets: the one full read of the file. With `reopen` (a callable
+    giving a new container on the file), the audio packets' data is not kept but demuxed again when decoded."""
+    index = _VideoIndex()
+    audio_packets = _AudioPackets(reopen, audio_stream.index) if audio_stream is not None else None
     streams = [video_stream] + ([audio_stream] if audio_stream is not None else [])
     errors = 0
     packets = container.demux(streams)
@@ -147,15 +148,11 @@ def _demux_pass(container, video_stream, audio_stream, name: str):
             index.empty_packets += packet.stream is video_stream
             continue
         if packet.stream is video_stream:
-            if not index.pts:
+            if not len(index):
                 index.packed_bframes = _has_packed_bframes(video_stream, bytes(packet))
-            index.pts.append(packet.pts)
-            index.dts.append(packet.dts)
-            index.keyframe.append(packet.is_keyframe)
-            index.discard.append(packet.is_discard)
-            index.duration.append(packet.duration)
+            index.append(packet)
         else:
-            audio_packets.append(packet)  # compressed audio is small: ~1 MB per minute at 128 kbit/s
+            audio_packets.append(packet)
     return index, audio_packets, errors
 
 
