@@ -15,9 +15,7 @@ from transformers import pipeline
 
 import mirasol_hf
 from mirasol_hf.pipeline import EMPTY_ANSWER
-from mirasol_hf.synthetic import generate_dataset
-
-SOUND_KINDS = ("audio", "counting")
+from mirasol_hf.synthetic import SOUND_QUESTION_KINDS as SOUND_KINDS, generate_dataset
 
 
 def main():
