@@ -7,6 +7,8 @@ next to the chance level of each kind, for:
 * the chunked model (`--num-chunks` chunks of `--frames-per-chunk` frames, `--tokens-per-chunk` combiner tokens each);
 * the same model with the audio removed at test time (`audio_chunk_mask` all False, as for a video without an audio
   track): audio and counting questions should fall to chance, visual and temporal ones should stay;
+* the same model with the video removed (`video_chunk_mask` all False, as for an audio-only file): with
+  `--video-dropout` training, audio and counting questions should stay, the others fall to chance;
 * a one-chunk baseline trained the same way, with the same frames and the same total number of combiner tokens
   (one chunk of all frames, `num_chunks * tokens_per_chunk` tokens), as in the paper's Table 1a: temporal and
   audio-visual questions should be worse.
