@@ -7,6 +7,8 @@ next to the chance level of each kind, for:
 * the chunked model (`--num-chunks` chunks of `--frames-per-chunk` frames, `--tokens-per-chunk` combiner tokens each);
 * the same model with the audio removed at test time (`audio_chunk_mask` all False, as for a video without an audio
   track): audio and counting questions should fall to chance, visual and temporal ones should stay;
+* the same model with the video removed (`video_chunk_mask` all False, as for an audio-only file): with
+  `--video-dropout` training, audio and counting questions should stay, the others fall to chance;
 * a one-chunk baseline trained the same way, with the same frames and the same total number of combiner tokens
   (one chunk of all frames, `num_chunks * tokens_per_chunk` tokens), as in the paper's Table 1a: temporal and
   audio-visual questions should be worse.
@@ -30,8 +32,8 @@ unselective for thousands of steps (it answered what an average over the chunks 
 
 `--save DIR` writes the chunked model and its processor (`save_pretrained` of both), loadable with
 `MirasolForConditionalGeneration.from_pretrained(DIR)` and `MirasolProcessor.from_pretrained(DIR)`, with the test
-table in its model card. `--package` leaves out the code files and `auto_map` that `save_pretrained` adds for
-`trust_remote_code` loading: that is how `mirasol_hf/default_model` (the package's `DEFAULT_MODEL`) was written.
+table in its model card. `--package` leaves out the code files and the `auto_map` / `custom_pipelines` entries that
+`save_pretrained` adds for `trust_remote_code` loading: that is how `mirasol_hf/default_model` (the package's `DEFAULT_MODEL`) was written.
 """
 
 import argparse
@@ -54,6 +56,7 @@ from mirasol_hf.synthetic import (
     EVENT_LABELS,
     QUESTION_KINDS,
     SHAPE_LABELS,
+    SOUND_QUESTION_KINDS,
     chance_accuracy,
     generate_dataset,
 )
@@ -65,6 +68,7 @@ TEXT_KEYS = ("input_ids", "attention_mask", "labels")
 ALL_KINDS = "all"
 NORMALIZATION_CLIPS = 200  # training clips the input statistics are measured on
 MEDIA_MODULES = ("video_encoder", "audio_encoder", "combiner", "latent_model")
+RUN_ONLY_OPTIONS = ("output_dir", "skip_one_chunk")  # change what else runs, not the saved model: not in its card
 
 
 def frozen_modules(value: str) -> tuple:
@@ -122,6 +126,11 @@ def parse_args(argv=None):
         "--audio-dropout", type=float, default=0.0,
         help="share of training clips whose audio is removed (both stages), as in videos without an audio track",
     )
+    train.add_argument(
+        "--video-dropout", type=float, default=0.2,
+        help="share of training clips whose frames are removed (both stages), as in audio-only files; they keep only "
+        f"their sound questions ({', '.join(SOUND_QUESTION_KINDS)}). 0: every clip keeps its frames",
+    )
     train.add_argument("--clips-per-batch", type=int, default=16, help="clips per step, each with all its questions")
     train.add_argument("--learning-rate", type=float, default=2e-3)
     train.add_argument("--warmup-steps", type=int, default=200)
@@ -144,7 +153,7 @@ def parse_args(argv=None):
     run.add_argument("--output-dir", default=None, help="write results.json (tables, times, settings) here")
     run.add_argument("--save", default=None, metavar="DIR", help="save the chunked model and its processor here")
     run.add_argument(
-        "--package", action="store_true", help="with --save: no code files or auto_map (as the shipped default model)"
+        "--package", action="store_true", help="with --save: no code files, auto_map or custom_pipelines (as the shipped default model)"
     )
     return parser.parse_args(argv)
 
@@ -207,7 +216,8 @@ def standardize_inputs(processor, clips) -> None:
 def encode_clips(processor, clips, batch_size: int = 64) -> dict:
     """Processor outputs for every clip's media and every question, computed once: `media` has one row per clip,
     `text` one row per question, `clip_index` maps each question to its clip's row; `event_labels` (clips, chunks,
-    len(EVENT_LABELS)) say what is in each chunk."""
+    len(EVENT_LABELS)) say what is in each chunk; `sound_question` marks the questions the sound alone answers;
+    `no_video_pixels` (3, S, S) is a frame of an audio-only file as the processor gives it (black, normalized)."""
     media = defaultdict(list)
     for start in range(0, len(clips), batch_size):
         batch = processor(videos=[clip.as_video_input() for clip in clips[start : start + batch_size]])
@@ -221,7 +231,15 @@ def encode_clips(processor, clips, batch_size: int = 64) -> dict:
         "clip_index": torch.tensor([index for index, _ in questions]),
         "questions": [q for _, q in questions],
         "event_labels": torch.from_numpy(np.stack([clip.event_labels(processor.num_chunks) for clip in clips])),
+        "sound_question": torch.tensor([q.kind in SOUND_QUESTION_KINDS for _, q in questions]),
+        "no_video_pixels": torch.from_numpy(media_pixels_of_black_frames(processor)),
     }
+
+
+def media_pixels_of_black_frames(processor) -> np.ndarray:
+    """(3, S, S): the `pixel_values_videos` frame the processor gives where a file has no video (black frames)."""
+    size = processor.image_size
+    return processor.normalize_frames(np.zeros((1, 1, size, size, 3), np.uint8))[0, 0]
 
 
 class ChunkEventHead(torch.nn.Module):
@@ -265,7 +283,7 @@ def pretrain_media(model, head: ChunkEventHead, data: dict, args) -> float:
     start, running = time.perf_counter(), 0.0
     for step in range(args.pretrain_steps):
         clips = torch.randint(num_clips, (args.pretrain_clips_per_batch,), generator=generator)
-        batch, labels = media_batch(data, clips, args, generator)
+        batch, labels, _ = media_batch(data, clips, args, generator)
         encoded = model.model.encode_media(**batch)
         loss = event_loss(head, encoded.media_latents, labels)
         optimizer.zero_grad(set_to_none=True)
@@ -281,28 +299,41 @@ def pretrain_media(model, head: ChunkEventHead, data: dict, args) -> float:
     return time.perf_counter() - start
 
 
-def media_batch(data: dict, clips: torch.Tensor, args=None, generator=None) -> tuple[dict, torch.Tensor]:
-    """The media inputs and event labels of `clips` (row indices); with `args`, augmented for training.
+def media_batch(data: dict, clips: torch.Tensor, args=None, generator=None) -> tuple[dict, torch.Tensor, torch.Tensor]:
+    """The media inputs and event labels of `clips` (row indices), and which clips lost their video (B,) bool; with
+    `args`, augmented for training.
 
     `args.pixel_noise` adds a random colour offset per clip and channel and noise per pixel (standardized units).
 
     With `args.audio_dropout`, that share of the clips loses its audio (`audio_chunk_mask` all False), and their
     event labels no sound. Off by default: the shipped recipe answers audio questions at chance without audio anyway
     (docs/benchmarks.md), while one run with a frozen latent model had answered them below chance (22%, chance 40%).
+
+    With `args.video_dropout`, another share of the clips (never the same ones) loses its video as an audio-only file
+    does (`video_chunk_mask` all False, the processor's black frames), and their event labels no shape. `train` asks
+    them only their sound questions: the model learns to answer from the sound alone (docs/synthetic.md).
     """
     batch = {key: value[clips] for key, value in data["media"].items()}
     labels = data["event_labels"][clips]
+    video_dropped = torch.zeros(len(clips), dtype=torch.bool)
     if args is not None and args.pixel_noise > 0:
         pixels = batch["pixel_values_videos"]  # (B, F, C, H, W)
         offset = torch.randn(len(clips), 1, pixels.shape[2], 1, 1, generator=generator)
         noise = torch.randn(pixels.shape, generator=generator)
         batch["pixel_values_videos"] = pixels + args.pixel_noise * (offset + noise)
-    if args is not None and args.audio_dropout > 0:
-        dropped = torch.rand(len(clips), generator=generator) < args.audio_dropout
-        batch["audio_chunk_mask"] = batch["audio_chunk_mask"] & ~dropped[:, None]
+    if args is not None and (args.audio_dropout > 0 or args.video_dropout > 0):
+        draw = torch.rand(len(clips), generator=generator)  # one draw per clip: audio or video dropped, not both
+        audio_dropped = draw < args.audio_dropout
+        video_dropped = (draw >= args.audio_dropout) & (draw < args.audio_dropout + args.video_dropout)
+        batch["audio_chunk_mask"] = batch["audio_chunk_mask"] & ~audio_dropped[:, None]
+        batch["video_chunk_mask"] = batch["video_chunk_mask"] & ~video_dropped[:, None]
+        batch["pixel_values_videos"] = torch.where(
+            video_dropped[:, None, None, None, None], data["no_video_pixels"], batch["pixel_values_videos"]
+        )
         labels = labels.clone()
-        labels[dropped, :, len(SHAPE_LABELS):] = 0.0  # EVENT_LABELS: the shapes, then the sounds
-    return batch, labels
+        labels[audio_dropped, :, len(SHAPE_LABELS):] = 0.0  # EVENT_LABELS: the shapes, then the sounds
+        labels[video_dropped, :, : len(SHAPE_LABELS)] = 0.0
+    return batch, labels, video_dropped
 
 
 def train(model, head: ChunkEventHead, data: dict, args) -> float:
@@ -336,6 +367,8 @@ def train(model, head: ChunkEventHead, data: dict, args) -> float:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, learning_rate_factor)
     num_clips = len(data["media"]["pixel_values_videos"])
     rows_of_clip = [torch.nonzero(data["clip_index"] == clip)[:, 0] for clip in range(num_clips)]
+    # a clip without its video is asked only what its sound tells (every synthetic clip has such questions)
+    sound_rows_of_clip = [rows[data["sound_question"][rows]] for rows in rows_of_clip]
     model.train()
     start = time.perf_counter()
     running = defaultdict(float)
@@ -345,11 +378,13 @@ def train(model, head: ChunkEventHead, data: dict, args) -> float:
             order, position = torch.randperm(num_clips, generator=generator), 0
         clips = order[position : position + args.clips_per_batch]
         position += args.clips_per_batch
-        rows = torch.cat([rows_of_clip[clip] for clip in clips.tolist()])
+        batch, labels, video_dropped = media_batch(data, clips, args, generator)
+        clip_rows = [(sound_rows_of_clip if dropped else rows_of_clip)[clip]
+                     for clip, dropped in zip(clips.tolist(), video_dropped.tolist())]
+        rows = torch.cat(clip_rows)
         media_index = torch.repeat_interleave(  # each question -> its clip's row in this batch
-            torch.arange(len(clips)), torch.tensor([len(rows_of_clip[clip]) for clip in clips.tolist()])
+            torch.arange(len(clips)), torch.tensor([len(kept) for kept in clip_rows])
         )
-        batch, labels = media_batch(data, clips, args, generator)
         batch.update({key: value[rows] for key, value in data["text"].items()})
         output = model(**batch, media_index=media_index)
         loss = output.loss
@@ -382,8 +417,9 @@ def normalize(answer: str) -> str:
 
 
 @torch.no_grad()
-def evaluate(model, processor, data: dict, args, remove_audio: bool = False) -> dict:
-    """Exact match per question kind (and "all"), answering with greedy `generate()`.
+def evaluate(model, processor, data: dict, args, remove_audio: bool = False, remove_video: bool = False) -> dict:
+    """Exact match per question kind (and "all"), answering with greedy `generate()`; `remove_audio` /
+    `remove_video` drop that modality from every clip as `media_batch` does in training.
 
     Each clip's media is encoded once (`encode_media`) and its latents reused for all its questions.
     """
@@ -398,6 +434,9 @@ def evaluate(model, processor, data: dict, args, remove_audio: bool = False) -> 
         media = {key: value[clips] for key, value in data["media"].items()}
         if remove_audio:
             media["audio_chunk_mask"] = torch.zeros_like(media["audio_chunk_mask"])
+        if remove_video:
+            media["video_chunk_mask"] = torch.zeros_like(media["video_chunk_mask"])
+            media["pixel_values_videos"] = data["no_video_pixels"].expand_as(media["pixel_values_videos"])
         encoded = model.encode_media(**media)
         rows = torch.nonzero((data["clip_index"] >= start) & (data["clip_index"] < start + args.eval_batch_size))[:, 0]
         questions = [data["questions"][row] for row in rows.tolist()]
@@ -470,7 +509,7 @@ def save(model, processor, results: dict, train_seconds: float, args) -> None:
     defaults = vars(parse_args([]))
     command = " ".join(
         ["python examples/train_synthetic.py"]
-        + [_as_option(key, value) for key, value in vars(args).items() if value != defaults[key] and key != "output_dir"]
+        + [_as_option(key, value) for key, value in vars(args).items() if value != defaults[key] and key not in RUN_ONLY_OPTIONS]
     )
     model.config.model_card = {
         "training_data": (
@@ -480,7 +519,7 @@ def save(model, processor, results: dict, train_seconds: float, args) -> None:
         ),
         "metrics": {
             f"exact match, {setting}, {kind} (%)": f"{100 * accuracy[kind]:.1f}"
-            for setting in ("chunked", "audio removed")
+            for setting in ("chunked", "audio removed", "video removed")
             for accuracy in [results[setting]]
             for kind in (*QUESTION_KINDS, ALL_KINDS)
         },
@@ -493,7 +532,7 @@ def save(model, processor, results: dict, train_seconds: float, args) -> None:
             path.unlink()
         for path in Path(args.save).glob("*.json"):
             content = json.loads(path.read_text())
-            if isinstance(content, dict) and _drop_auto_map(content):
+            if isinstance(content, dict) and _drop_code_references(content):
                 path.write_text(json.dumps(content, indent=2) + "\n")
         write_model_card(model, args.save, overwrite=True, remote_code=False)  # no trust_remote_code usage
     print(f"saved the chunked model and its processor to {args.save}")
@@ -506,12 +545,13 @@ def _as_option(key: str, value) -> str:
     return f"{option} {','.join(value) if isinstance(value, tuple) else value}"
 
 
-def _drop_auto_map(content: dict) -> bool:
-    """Removes every "auto_map" entry of a JSON dict, nested ones too; returns whether there was one."""
-    found = content.pop("auto_map", None) is not None
+def _drop_code_references(content: dict) -> bool:
+    """Removes every entry naming the code files left out ("auto_map", "custom_pipelines") of a JSON dict, nested
+    ones too; returns whether there was one."""
+    found = any([content.pop(key, None) is not None for key in ("auto_map", "custom_pipelines")])
     for value in content.values():
         if isinstance(value, dict):
-            found = _drop_auto_map(value) or found
+            found = _drop_code_references(value) or found
     return found
 
 
@@ -519,6 +559,8 @@ def main(argv=None):
     args = parse_args(argv)
     if args.skip_chunked and (args.skip_one_chunk or args.save):
         raise SystemExit("--skip-chunked leaves nothing to run with --skip-one-chunk, and no chunked model to --save")
+    if not (args.audio_dropout >= 0 and args.video_dropout >= 0 and args.audio_dropout + args.video_dropout <= 1):
+        raise SystemExit("--audio-dropout and --video-dropout must be >= 0 and add up to at most 1")
     torch.set_num_threads(args.threads)
     train_clips = generate_dataset(args.train_clips, args.train_seed, questions_per_kind=args.questions_per_kind)
     test_clips = generate_dataset(args.test_clips, args.test_seed)
@@ -535,6 +577,7 @@ def main(argv=None):
             args.tokens_per_chunk, args.audio_frames_per_chunk,
         )
         results["audio removed"] = evaluate(model, processor, test_data, args, remove_audio=True)
+        results["video removed"] = evaluate(model, processor, test_data, args, remove_video=True)
         if args.save:
             save(model, processor, results, times[chunked], args)
     if not args.skip_one_chunk:

@@ -31,6 +31,8 @@ SHAPES = ("circle", "square", "triangle")
 SOUNDS = ("buzz", "knock", "beep", "whistle", "hiss")
 COUNT_WORDS = ("one", "two", "three")
 QUESTION_KINDS = ("visual", "audio", "temporal", "counting", "audio_visual")
+# The kinds the sound alone answers (asked of clips without video; the others need the frames).
+SOUND_QUESTION_KINDS = ("audio", "counting")
 SHAPE_LABELS = tuple(f"{color} {shape}" for color in COLORS for shape in SHAPES)
 # What can happen in a stretch of a clip: a shape of a colour on screen, a sound heard (`SyntheticClip.event_labels`).
 EVENT_LABELS = (*SHAPE_LABELS, *SOUNDS)
