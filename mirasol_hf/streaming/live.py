@@ -129,7 +129,7 @@ class LiveReader:
         stall_timeout: seconds without data after which a source counts as stalled (or a growing file as ended).
         audio_context: seconds of audio kept on each side of a chunk's window (its waveform starts that much before
             the window), so that a log-mel computed per chunk sees the same samples at its edges as one computed over
-            the whole track: at least the feature extractor's STFT window (25 ms by default).
+            the whole track: at least `(window_length + hop_length) / 2` of the feature extractor (17.5 ms by default).
         format: container format to assume (e.g. "mpegts"), for sources FFmpeg cannot probe.
     """
 
