@@ -1,8 +1,8 @@
 """Live sources: a video read with PyAV as it arrives, cut into chunks by presentation time.
 
 `LiveReader(source, chunk_seconds=..., frames_per_chunk=..., size=...)` yields `LiveChunk`s: chunk k covers
-`[t0 + k * chunk_seconds, t0 + (k + 1) * chunk_seconds)` on the source's clock (t0: its first frame), its frames are
-those on screen at `frames_per_chunk` evenly spaced times from the window's start (the file reader's uniform sampling
+`[k * chunk_seconds, (k + 1) * chunk_seconds)` seconds from the source's first frame (the file reader's clock), its
+frames are those on screen at `frames_per_chunk` evenly spaced times from the window's start (the file reader's uniform sampling
 within a chunk), and its audio is the source's audio over the same window, resampled to mono `sampling_rate`. A chunk
 is handed out as soon as both streams have passed its end; nothing is read twice and only the current chunk is held.
 
@@ -56,7 +56,8 @@ class LiveChunk:
 
     frames: (frames_per_chunk, S, S, 3) uint8 RGB. waveform: (samples,) float32 mono at the reader's sampling rate,
     its first sample at `waveform_start_time`, covering the window and `audio_context` seconds on each side (None:
-    the source has no audio). Times are seconds on the source's clock.
+    the source has no audio). Times are seconds from the source's first video frame, as `read_media` times a file
+    (so the feature extractor puts a chunk's STFT frames where it puts them in the file).
     complete: False for the last chunk of a source that ended (or failed) inside it.
     """
 
@@ -324,7 +325,9 @@ class _ChunkBuilder:
             rate = self.reader.sampling_rate
             held = np.concatenate(self.audio_pieces) if self.audio_pieces else np.zeros(0, np.float32)
             context = self.reader.audio_context
-            first = min(max(0, int(round((start - context - self.audio_origin) * rate)) - self.audio_start), len(held))
+            # Nothing before the first frame, as the file reader cuts a file's audio (so chunk 0 has its features).
+            since = max(start - context, self.origin)
+            first = min(max(0, int(round((since - self.audio_origin) * rate)) - self.audio_start), len(held))
             last = min(max(first, int(round((end + context - self.audio_origin) * rate)) - self.audio_start), len(held))
             waveform = held[first:last]
             waveform_start = self.audio_origin + (self.audio_start + first) / rate
@@ -333,7 +336,16 @@ class _ChunkBuilder:
             self.audio_pieces = [held[keep:]]
             self.audio_start += keep
         self.index += 1
-        return LiveChunk(self.index - 1, start, end, frames, waveform, waveform_start, complete)
+        seconds = self.reader.chunk_seconds  # times from the first frame: index * seconds, not (origin + ...) - origin
+        return LiveChunk(
+            self.index - 1,
+            (self.index - 1) * seconds,
+            self.index * seconds,
+            frames,
+            waveform,
+            waveform_start - self.origin,
+            complete,
+        )
 
 
 def write_transport_stream(
