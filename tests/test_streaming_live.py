@@ -237,8 +237,9 @@ def test_a_finished_mp4_is_read_too(tmp_path):
 
 def test_a_live_chunk_has_the_audio_features_of_its_window_in_the_whole_file(tmp_path):
     """Chunks cut by presentation time, audio aligned to them as in files: a chunk's log-mel computed alone (as the
-    watcher does) equals that window's in the file read whole, chunk 0 included (both start at the first frame, on
-    the same clock, their STFT frames on the same hop grid). The stream's audio starts 30 ms before its first frame."""
+    watcher does) equals that window's in the file read whole, chunk 0 and the last, partial one included (the audio
+    from the first frame to the video's end, on the same clock, STFT frames on the same hop grid). The stream's audio
+    starts 30 ms before its first frame and runs past its last (MP2 frames)."""
     from mirasol_hf.feature_extraction_mirasol import MirasolFeatureExtractor
     from mirasol_hf.media_reader import read_media
 
@@ -249,12 +250,12 @@ def test_a_live_chunk_has_the_audio_features_of_its_window_in_the_whole_file(tmp
     path = tmp_path / "noise.ts"
     write_transport_stream(path, frames, FPS, sound.astype(np.float32), RATE)
     reader = LiveReader(path, stall_timeout=0.3, **{**CHUNK, "chunk_seconds": 0.45})  # the finished file: no wait
-    chunks = [chunk for chunk in reader if chunk.complete]
-    windows = np.array([[chunk.start_time, chunk.end_time] for chunk in chunks])  # (6, 2), from 0: off the hop grid
+    chunks = list(reader)
+    windows = np.array([[chunk.start_time, chunk.end_time] for chunk in chunks])  # (7, 2), from 0: off the hop grid
     extractor = MirasolFeatureExtractor(num_mel_bins=32, audio_frames_per_chunk=16)
     clip = read_media(path, num_frames=8)
     whole = extractor(clip.waveform, chunk_windows=windows, waveform_start_times=clip.waveform_start_time)
-    assert len(chunks) == 6 and whole["audio_chunk_mask"].all()
+    assert [chunk.complete for chunk in chunks] == [True] * 6 + [False] and whole["audio_chunk_mask"].all()
     for index, chunk in enumerate(chunks):
         alone = extractor(chunk.waveform, chunk_windows=windows[index : index + 1],
                           waveform_start_times=chunk.waveform_start_time)

@@ -12,8 +12,9 @@ Sources: a file that may still be growing (a recording in progress: MPEG-TS, Mat
 How a stream ends, each a defined outcome:
 
 * the source ends (end of a pipe or of a network stream, a file that stops growing for `stall_timeout` seconds):
-  the chunk in progress is handed out with `complete=False` (its missing frames repeat its last frame; audio
-  covering too little of it is masked by the feature extractor, as in files), then iteration stops;
+  the chunk in progress is handed out with `complete=False` (its missing frames repeat its last frame; its audio
+  stops where the video does, and covering too little of it is masked by the feature extractor, as in files), then
+  iteration stops;
 * a pipe or network source that sends nothing for `stall_timeout` seconds, or a connection that fails: the chunk in
   progress is handed out the same way, then `LiveSourceError` is raised, naming the source and the time reached;
 * a source that cannot be opened: `LiveSourceError` at once; one without a video stream: `MediaError`.
@@ -252,6 +253,7 @@ class _ChunkBuilder:
         self.index = 0  # the chunk in progress
         self.sampled: list[np.ndarray] = []  # frames at the sample times from chunk `index` on
         self.on_screen = None  # [time, frame, converted or None]: the latest video frame
+        self.video_end = None  # when the latest frame stops being shown: its time + its duration (or the last interval)
         self.audio_origin = None  # time of the first resampled audio sample
         self.audio_pieces: list[np.ndarray] = []
         self.audio_start = 0  # index (from audio_origin) of the first sample held
@@ -281,6 +283,9 @@ class _ChunkBuilder:
             return  # out of order: the sample times it could show are already filled
         while self.on_screen is not None and frame.time > self._sample_time(len(self.sampled)) + TIME_TOLERANCE:
             self.sampled.append(self._show_on_screen())
+        interval = None if self.on_screen is None else frame.time - self.on_screen[0]
+        duration = float(frame.duration * frame.time_base) if frame.duration else interval
+        self.video_end = frame.time + (duration or 0.0)
         self.on_screen = [frame.time, frame, None]
 
     def add_audio(self, frame, resampler) -> None:
@@ -328,7 +333,9 @@ class _ChunkBuilder:
             # Nothing before the first frame, as the file reader cuts a file's audio (so chunk 0 has its features).
             since = max(start - context, self.origin)
             first = min(max(0, int(round((since - self.audio_origin) * rate)) - self.audio_start), len(held))
-            last = min(max(first, int(round((end + context - self.audio_origin) * rate)) - self.audio_start), len(held))
+            # A source's last chunk: nothing after its video ends, as the file reader cuts a file's audio.
+            until = end + context if complete else min(end + context, self.video_end)
+            last = min(max(first, int(round((until - self.audio_origin) * rate)) - self.audio_start), len(held))
             waveform = held[first:last]
             waveform_start = self.audio_origin + (self.audio_start + first) / rate
             # Keep only what later chunks need: from the next window's start, less its context.
