@@ -2,8 +2,8 @@
 
 `LiveReader(source, chunk_seconds=..., frames_per_chunk=..., size=...)` yields `LiveChunk`s: chunk k covers
 `[k * chunk_seconds, (k + 1) * chunk_seconds)` seconds from the source's first frame (the file reader's clock), its
-frames are those on screen at `frames_per_chunk` evenly spaced times from the window's start (the file reader's uniform sampling
-within a chunk), and its audio is the source's audio over the same window, resampled to mono `sampling_rate`. A chunk
+frames are those on screen at `frames_per_chunk` evenly spaced times from the window's start (the file reader's
+uniform sampling within a chunk), and its audio is the source's audio over the same window, resampled to mono `sampling_rate`. A chunk
 is handed out as soon as both streams have passed its end; nothing is read twice and only the current chunk is held.
 
 Sources: a file that may still be growing (a recording in progress: MPEG-TS, Matroska, fragmented MP4), a pipe
