@@ -21,7 +21,11 @@ DEFAULT_MIN_CHUNK_AUDIO_COVERAGE = 0.5
 class MirasolFeatureExtractor(SequenceFeatureExtractor):
     """Log-mel features of a waveform, cut into the time windows of the video chunks.
 
-    The whole waveform is turned into a mel power spectrogram at a fine hop (10 ms); each chunk window is then
+    The waveform is turned into a mel power spectrogram at a fine hop (10 ms) whose frames are centred at multiples
+    of the hop from time 0 of the windows' clock (the waveform's first sample sits at its start time rounded to a
+    sample), so a chunk's features depend only on the audio around its window, not on what else was given (a chunk
+    given alone with `(window_length + hop_length) / 2` samples of audio on each side of its window, as a live
+    source gives it, has its features in the whole clip, within float32 rounding); each chunk window is then
     split into `audio_frames_per_chunk` equal time bins and each bin takes the mean mel power over its time span
     (exact time-weighted averaging, so long windows are averaged and short ones repeat frames), followed by the
     natural log. A window mostly outside the audio track is masked out in `audio_chunk_mask` and its features are
@@ -69,6 +73,8 @@ class MirasolFeatureExtractor(SequenceFeatureExtractor):
         self.max_frequency = max_frequency
         self.mel_floor = mel_floor
         self.min_chunk_audio_coverage = min_chunk_audio_coverage
+        if not 0 < hop_length <= window_length:
+            raise ValueError(f"hop_length must be in 1..window_length ({window_length}), got {hop_length}")
         if (feature_mean is None) != (feature_std is None):
             raise ValueError("feature_mean and feature_std must be given together (or neither)")
         if feature_std is not None and not feature_std > 0:
@@ -163,15 +169,20 @@ class MirasolFeatureExtractor(SequenceFeatureExtractor):
         if len(waveform) == 0:
             return features, mask
 
-        # Times relative to the waveform's first sample; the spectrogram covers only the samples the windows need.
-        windows = windows - start_time
-        first, last = self._sample_span(windows)
+        # The spectrogram covers only the samples [first, last) the windows need (zeros outside them).
+        offset = self._sample_offset(start_time)
+        first, last = self._sample_span(windows, offset)
         first = min(first, len(waveform))
         last = max(min(len(waveform), last), first)
         if last == first:
             return features, mask
-        mel_power = self._mel_power(waveform[first:last])  # (frames, num_mel_bins); frame j centred on first + j * hop
-        frame_edges = self._frame_edges(first, range(len(mel_power)), last)  # (frames + 1,)
+        frames = self._frame_range(first, last, offset)
+        begin = self._frame_start_sample(frames.start, offset)  # waveform index of frame `frames.start`'s first sample
+        samples = np.zeros((len(frames) - 1) * self.hop_length + self.window_length, np.float32)
+        copied = slice(max(first, begin), min(last, begin + len(samples)))
+        samples[copied.start - begin : copied.stop - begin] = waveform[copied]
+        mel_power = self._mel_power(samples)  # (frames, num_mel_bins)
+        frame_edges = self._frame_edges(frames, first, last, offset)  # (frames + 1,), seconds on the windows' clock
 
         bin_edges = self._bin_edges(windows, frame_edges[0], frame_edges[-1])  # (T, A + 1)
         averaging = self._bin_averaging(frame_edges, bin_edges[:, :-1].ravel(), bin_edges[:, 1:].ravel())
@@ -179,22 +190,35 @@ class MirasolFeatureExtractor(SequenceFeatureExtractor):
         mean_power = mean_power.reshape(num_chunks, bins, self.num_mel_bins)  # (T * A, mels) -> (T, A, mels)
         return self._log_mel_chunks(mean_power, np.diff(bin_edges, axis=1), windows)
 
-    def _sample_span(self, windows: np.ndarray) -> tuple[int, int]:
-        """Samples `[first, last)` whose spectrogram the `(T, 2)` windows (seconds from the waveform's first sample)
-        need: one STFT window beyond them on each side, before cutting to the waveform's length."""
-        first = max(0, int(np.floor(windows.min() * self.sampling_rate)) - self.window_length)
-        last = int(np.ceil(windows.max() * self.sampling_rate)) + self.window_length
+    def _sample_offset(self, start_time: float) -> int:
+        """Sample index on the windows' clock (sample n at n / sampling_rate seconds) of the first sample of a
+        waveform starting at `start_time`: the one place where a start time is rounded to samples."""
+        return int(round(start_time * self.sampling_rate))
+
+    def _sample_span(self, windows: np.ndarray, offset: int) -> tuple[int, int]:
+        """Waveform samples `[first, last)` whose spectrogram the `(T, 2)` windows (seconds on the clock) need: one
+        STFT window beyond them on each side, before cutting to the waveform's length; `offset`: `_sample_offset`."""
+        first = max(0, int(np.floor(windows.min() * self.sampling_rate)) - self.window_length - offset)
+        last = int(np.ceil(windows.max() * self.sampling_rate)) + self.window_length - offset
         return first, last
 
-    def _frame_edges(self, first: int, frames: range, last: int | None = None) -> np.ndarray:
-        """Edges in seconds of STFT frames `frames` of a spectrogram of samples from `first`: frame j (centred on
-        `first + j * hop`) stands for [centre - hop/2, centre + hop/2), frame 0 from `first`, the last to `last`."""
-        edges = (first + (np.arange(frames.start, frames.stop + 1) - 0.5) * self.hop_length) / self.sampling_rate
-        if frames.start == 0:
-            edges[0] = first / self.sampling_rate
-        if last is not None:
-            edges[-1] = last / self.sampling_rate
-        return edges
+    def _frame_range(self, first: int, last: int, offset: int) -> range:
+        """The STFT frames for waveform samples `[first, last)`: frame k is centred on clock sample k * hop and stands
+        for the clock samples nearest to its centre, [k * hop - hop/2, k * hop + hop/2); from the frame holding
+        `first` to the one holding `last - 1`."""
+        hop = self.hop_length
+        return range((2 * (first + offset) + hop) // (2 * hop), (2 * (last - 1 + offset) + hop) // (2 * hop) + 1)
+
+    def _frame_start_sample(self, frame: int, offset: int) -> int:
+        """Waveform index of the first sample under STFT frame `frame`'s window (centred on clock sample frame * hop,
+        as a centred STFT centres it)."""
+        return frame * self.hop_length - self.window_length // 2 - offset
+
+    def _frame_edges(self, frames: range, first: int, last: int, offset: int) -> np.ndarray:
+        """`(len(frames) + 1,)` edges in seconds on the clock of STFT frames `frames` (see `_frame_range`), cut to
+        the samples `[first, last)` present."""
+        edges = (np.arange(frames.start, frames.stop + 1) - 0.5) * self.hop_length  # clock samples
+        return np.clip(edges, first + offset, last + offset) / self.sampling_rate
 
     def _bin_edges(self, windows: np.ndarray, audio_start: float, audio_end: float) -> np.ndarray:
         """`(T, A + 1)` edges of each window's equal time bins, cut to the audio's span `[audio_start, audio_end]`."""
@@ -248,19 +272,19 @@ class MirasolFeatureExtractor(SequenceFeatureExtractor):
             weights /= np.where(widths > 0, widths, 1.0)[rows]
         return scipy.sparse.csr_array((weights.astype(dtype), frames, row_starts), shape=(len(starts), num_frames))
 
-    def _mel_power(self, samples: np.ndarray, center: bool = True) -> np.ndarray:
-        """Mel power spectrogram `(frames, num_mel_bins)` of float32 samples, floored at `mel_floor`; frame j is
-        centred on sample j * hop_length (centred STFT with zero padding and a periodic Hann window, as librosa's
-        `melspectrogram(center=True, pad_mode="constant")`); `center=False`: frame j starts at sample j * hop_length
-        (the samples then carry their own padding). torch.stft in float32: several times faster than
-        transformers' per-frame numpy `spectrogram`, the same features within float32 rounding."""
+    def _mel_power(self, samples: np.ndarray) -> np.ndarray:
+        """Mel power spectrogram `(frames, num_mel_bins)` of float32 samples, floored at `mel_floor`; frame j's
+        periodic Hann window starts at sample j * hop_length (the samples carry their own zero padding; with
+        `window_length // 2` zeros in front this is librosa's `melspectrogram(center=True, pad_mode="constant")`).
+        torch.stft in float32: several times faster than transformers' per-frame numpy `spectrogram`, the same
+        features within float32 rounding."""
         samples = np.require(samples, np.float32, ["C_CONTIGUOUS", "WRITEABLE"])  # what torch.from_numpy takes
         stft = torch.stft(
             torch.from_numpy(samples),
             n_fft=self.window_length,
             hop_length=self.hop_length,
             window=torch.from_numpy(self.window).float(),
-            center=center,
+            center=False,
             pad_mode="constant",
             return_complex=True,
         )  # (window_length // 2 + 1, frames)
@@ -292,7 +316,7 @@ class ChunkLogMelAccumulator:
 
     Each block's complete STFT frames are turned into mel power at once and added, weighted by the time each shares
     with each bin, into per-bin sums; the samples of the frames that straddle the block's end wait for the next
-    block, and the frames at the waveform's end are made at `finish` (zero padded, as `center=True` pads). Memory
+    block, and the frames at the waveform's end are made at `finish` (zero padded past the samples). Memory
     holds the `(T * A, mels)` sums and one block, never the waveform; the result equals the extractor's on the whole
     waveform within float32 rounding.
 
@@ -318,12 +342,15 @@ class ChunkLogMelAccumulator:
             self._start(float(waveform_start_time))
 
     def _start(self, start_time: float):
+        extractor = self.extractor
         self.start_time = start_time
-        self.relative_windows = self.windows - start_time  # seconds from the waveform's first sample
-        self.first, self.last_needed = self.extractor._sample_span(self.relative_windows)
-        bin_edges = self.extractor._bin_edges(self.relative_windows, -np.inf, np.inf)  # (T, A + 1)
+        self.offset = extractor._sample_offset(start_time)
+        self.first, self.last_needed = extractor._sample_span(self.windows, self.offset)
+        bin_edges = extractor._bin_edges(self.windows, -np.inf, np.inf)  # (T, A + 1)
         self.bin_starts, self.bin_ends = bin_edges[:, :-1].ravel(), bin_edges[:, 1:].ravel()  # (T * A,)
-        self.pending = np.zeros(self.extractor.window_length // 2, np.float32)  # the centred STFT's left padding
+        self.first_frame = extractor._frame_range(self.first, self.first + 1, self.offset).start
+        # Zeros from the first frame's window start up to sample `first` (where the samples kept begin).
+        self.pending = np.zeros(self.first - extractor._frame_start_sample(self.first_frame, self.offset), np.float32)
 
     def feed(self, samples: np.ndarray, start_time: float | None = None):
         """Add the next `(S,)` samples of the waveform; `start_time`: its first sample's time (first call only)."""
@@ -342,22 +369,23 @@ class ChunkLogMelAccumulator:
             self.pending = np.concatenate([self.pending, samples[begin:end]])
             hop, length = self.extractor.hop_length, self.extractor.window_length
             complete = (len(self.pending) - length) // hop + 1 if len(self.pending) >= length else 0
-            if complete:  # never the spectrogram's last frame: that one reaches past the samples present (`finish`)
-                self._add_frames(self.pending[: (complete - 1) * hop + length], None)
+            if complete:  # frames whose window lies in the samples present: never past the last (see `finish`)
+                self._add_frames(self.pending[: (complete - 1) * hop + length], self.last_needed)
 
     @property
     def done(self) -> bool:
         """Whether every sample the windows need has been fed (later samples are ignored)."""
         return self.start_time is not None and self.received >= self.last_needed
 
-    def _add_frames(self, padded: np.ndarray, last: int | None):
-        """Add the frames of `padded` (zero-padded samples from frame `frames_done`'s start) to the sums; `last`:
-        the end of the samples when these are the spectrogram's last frames."""
+    def _add_frames(self, padded: np.ndarray, last: int):
+        """Add the frames of `padded` (zero-padded samples from the start of frame `frames_done`'s window) to the
+        sums; `last`: the end of the samples (a bound on it while more may come)."""
         if len(padded) < self.extractor.window_length:
             return
-        mel_power = self.extractor._mel_power(padded, center=False)  # (frames, mels)
-        frames = range(self.frames_done, self.frames_done + len(mel_power))
-        frame_edges = self.extractor._frame_edges(self.first, frames, last)  # (frames + 1,)
+        mel_power = self.extractor._mel_power(padded)  # (frames, mels)
+        start = self.first_frame + self.frames_done
+        frames = range(start, start + len(mel_power))
+        frame_edges = self.extractor._frame_edges(frames, self.first, last, self.offset)  # (frames + 1,), clock s
         touching = np.flatnonzero((self.bin_ends > frame_edges[0]) & (self.bin_starts < frame_edges[-1]))
         if len(touching):
             overlaps = MirasolFeatureExtractor._bin_averaging(
@@ -377,12 +405,19 @@ class ChunkLogMelAccumulator:
         if self.start_time is None or self.received <= self.first or self.last_needed <= self.first:
             return features, mask  # no sample under the windows (the extractor's `last == first`)
         last = min(self.received, self.last_needed)
-        # The frames left, up to the last one (centred on first + ((last - first) // hop) * hop), right-padded.
-        self.pending = np.concatenate([self.pending, np.zeros(extractor.window_length // 2, np.float32)])
-        self._add_frames(self.pending, last)
+        # The frames left, up to the one holding sample last - 1, their windows zero-padded past `last`.
+        frames_left = self.first_frame + self.frames_done
+        frames_left = extractor._frame_range(self.first, last, self.offset).stop - frames_left
+        if frames_left > 0:
+            length = (frames_left - 1) * extractor.hop_length + extractor.window_length
+            padded = np.zeros(length, np.float32)
+            kept = self.pending[:length]
+            padded[: len(kept)] = kept
+            self._add_frames(padded, last)
         rate = extractor.sampling_rate
-        bin_edges = extractor._bin_edges(self.relative_windows, self.first / rate, last / rate)  # (T, A + 1)
+        audio_span = (self.first + self.offset) / rate, (last + self.offset) / rate  # clock seconds
+        bin_edges = extractor._bin_edges(self.windows, *audio_span)  # (T, A + 1)
         widths = np.diff(bin_edges, axis=1)  # (T, A)
         mean_power = self.sums / np.where(widths > 0, widths, 1.0).reshape(-1, 1)  # (T * A, mels)
         mean_power = mean_power.reshape(num_chunks, extractor.audio_frames_per_chunk, extractor.num_mel_bins)
-        return extractor._log_mel_chunks(mean_power, widths, self.relative_windows)
+        return extractor._log_mel_chunks(mean_power, widths, self.windows)

@@ -12,6 +12,9 @@ RATE, HOP = 16000, 160
 # Natural-log units. The extractor's FFT runs in float32, the references' in float64: measured differences are
 # 2.3e-5 against librosa and 4e-6 against the numpy reference on these signals.
 LOG_MEL_TOLERANCE = 1e-4
+# The same frames from the same samples, in STFT batches of other sizes: measured up to 9.5e-7 (float32 rounding;
+# 0.29 before the frames were put on the clock's hop grid).
+CHUNK_ALONE_TOLERANCE = 1e-5
 
 
 def chirp_with_gaps(seconds: float, seed: int = 0) -> np.ndarray:
@@ -42,18 +45,27 @@ def test_log_mel_frames_match_librosa():
 
 def reference_features(extractor, waveform, windows, start_time):
     """The extractor's definition, spelled out: transformers' numpy spectrogram (the extractor's earlier
-    implementation) over the same samples, then each bin the overlap-weighted mean of the frames' mel power."""
+    implementation) over the same samples (zeros outside them), its frames centred on the clock's multiples of the
+    hop, each standing for the samples nearest its centre; then each bin the overlap-weighted mean of the frames'
+    mel power."""
     features = np.full((extractor.num_mel_bins, len(windows) * extractor.audio_frames_per_chunk), 0.0)
     mask = np.zeros(len(windows), bool)
-    windows = windows - start_time
-    first = max(0, int(np.floor(windows.min() * RATE)) - extractor.window_length)
-    last = min(len(waveform), int(np.ceil(windows.max() * RATE)) + extractor.window_length)
+    offset = round(start_time * RATE)  # the waveform's first sample on the clock
+    length, half = extractor.window_length, extractor.window_length // 2
+    first = offset + max(0, int(np.floor(windows.min() * RATE)) - length - offset)  # clock samples
+    last = offset + min(len(waveform), int(np.ceil(windows.max() * RATE)) + length - offset)
+    centres = HOP * np.arange(np.floor(first / HOP + 0.5), np.floor((last - 1) / HOP + 0.5) + 1)  # clock samples
+    clock = np.arange(centres[0] - half, centres[-1] - half + length).astype(int)  # the samples under the frames
+    present = (clock >= first) & (clock < last)
+    samples = np.where(present, waveform[np.clip(clock - offset, 0, len(waveform) - 1)], 0.0)
     mel = spectrogram(
-        waveform[first:last], extractor.window, frame_length=extractor.window_length, hop_length=HOP, power=2.0,
-        center=True, pad_mode="constant", mel_filters=extractor.mel_filters, mel_floor=extractor.mel_floor,
+        samples, extractor.window, frame_length=length, hop_length=HOP, power=2.0,
+        center=False, mel_filters=extractor.mel_filters, mel_floor=extractor.mel_floor,
     ).astype(np.float64)  # (mels, frames)
-    edges = (first + (np.arange(mel.shape[1] + 1) - 0.5) * HOP) / RATE
-    edges[0], edges[-1] = first / RATE, last / RATE
+    assert mel.shape[1] == len(centres)
+    edges = np.concatenate([centres - HOP / 2, [centres[-1] + HOP / 2]])
+    edges[0], edges[-1] = first, last
+    edges /= RATE
     column = 0
     for chunk, (window_start, window_end) in enumerate(windows):
         covered = 0.0
@@ -71,13 +83,14 @@ def reference_features(extractor, waveform, windows, start_time):
     return features, mask
 
 
+# The waveform starts 0.25 s into the windows' clock: on the hop grid, then off it by 37.3 samples.
+@pytest.mark.parametrize("start_time", [0.25, 0.25 + 37.3 / RATE])
 @pytest.mark.parametrize("frames_per_chunk", [8, 64])  # bins wider and narrower than a 10 ms frame
-def test_features_match_the_numpy_spectrogram_reference(frames_per_chunk):
+def test_features_match_the_numpy_spectrogram_reference(frames_per_chunk, start_time):
     extractor = MirasolFeatureExtractor(num_mel_bins=32, audio_frames_per_chunk=frames_per_chunk)
     buffer = np.repeat(chirp_with_gaps(4.0, seed=1), 2)
     buffer.flags.writeable = False
     waveform = buffer[::2]  # read-only and strided, as a decoder's buffer may be
-    start_time = 0.25  # the waveform starts 0.25 s into the windows' clock
     windows = np.array([
         [0.0, 0.2],  # mostly before the audio: masked
         [0.22, 0.29],  # starts before the audio; bins shorter than a frame
@@ -92,3 +105,33 @@ def test_features_match_the_numpy_spectrogram_reference(frames_per_chunk):
     np.testing.assert_array_equal(output["audio_chunk_mask"][0], expected_mask)
     assert expected_mask.tolist() == [False, True, True, True, True, False, False]
     np.testing.assert_allclose(output["input_features"][0], expected_features, atol=LOG_MEL_TOLERANCE, rtol=0)
+
+
+def test_a_chunk_alone_equals_the_same_chunk_in_the_whole_clip():
+    """A chunk computed alone (as a live stream gives it: its window's audio and some context) has the features it
+    has inside the whole clip, whatever the waveforms' start times: the STFT frames sit on the clock's hop grid."""
+    extractor = MirasolFeatureExtractor(num_mel_bins=32, audio_frames_per_chunk=16)
+    waveform = chirp_with_gaps(4.0, seed=2)
+    clip_start = 0.0137  # the clip's first sample on the clock, off the hop grid
+    edges = clip_start + np.array([0.0, 0.517, 1.3331, 2.0, 2.7093, 3.4, 4.0])  # uneven chunks, the last to the end
+    windows = np.stack([edges[:-1], edges[1:]], axis=1)  # (6, 2)
+    whole = extractor(waveform, chunk_windows=windows, waveform_start_times=clip_start)
+    per_chunk = extractor.audio_frames_per_chunk
+    # Context the frames at a window's edges reach: half a hop to their centre, then half an STFT window.
+    for context in (0.05, (HOP + extractor.window_length) / 2 / RATE):
+        for index, (start, end) in enumerate(windows):
+            first = max(0, round((start - context - clip_start) * RATE))
+            last = round((end + context - clip_start) * RATE)
+            alone_start = clip_start + first / RATE  # a float sum: not exactly a multiple of 1 / RATE
+            alone = extractor(
+                waveform[first:last], chunk_windows=windows[index : index + 1], waveform_start_times=alone_start
+            )
+            accumulator = extractor.accumulator(windows[index : index + 1], alone_start)
+            for block in range(first, last, 157):
+                accumulator.feed(waveform[block : min(block + 157, last)])
+            streamed_features, streamed_mask = accumulator.finish()
+            expected = whole["input_features"][0, :, index * per_chunk : (index + 1) * per_chunk]
+            assert alone["audio_chunk_mask"][0, 0] == streamed_mask[0] == whole["audio_chunk_mask"][0, index]
+            np.testing.assert_allclose(alone["input_features"][0], expected, atol=CHUNK_ALONE_TOLERANCE, rtol=0)
+            np.testing.assert_allclose(streamed_features, expected, atol=CHUNK_ALONE_TOLERANCE, rtol=0)
+    assert whole["audio_chunk_mask"].all()

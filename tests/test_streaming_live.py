@@ -233,3 +233,32 @@ def test_a_finished_mp4_is_read_too(tmp_path):
     chunks = list(LiveReader(path, stall_timeout=0.2, **CHUNK))
     assert [chunk.index for chunk in chunks] == [0, 1]
     assert all(chunk.frames.shape == (4, 16, 16, 3) and chunk.waveform is not None for chunk in chunks)
+
+
+def test_a_live_chunk_has_the_audio_features_of_its_window_in_the_whole_file(tmp_path):
+    """Chunks cut by presentation time, audio aligned to them as in files: a chunk's log-mel computed alone (as the
+    watcher does) equals that window's in the file read whole, chunk 0 and the last, partial one included (the audio
+    from the first frame to the video's end, on the same clock, STFT frames on the same hop grid). The stream's audio
+    starts 30 ms before its first frame and runs past its last (MP2 frames)."""
+    from mirasol_hf.feature_extraction_mirasol import MirasolFeatureExtractor
+    from mirasol_hf.media_reader import read_media
+
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (int(SECONDS * FPS), 16, 16, 3), dtype=np.uint8)
+    times = np.arange(int(SECONDS * RATE)) / RATE
+    sound = 0.3 * np.sin(2 * np.pi * (200 + 800 * times) * times) + 0.05 * rng.standard_normal(len(times))
+    path = tmp_path / "noise.ts"
+    write_transport_stream(path, frames, FPS, sound.astype(np.float32), RATE)
+    reader = LiveReader(path, stall_timeout=0.3, **{**CHUNK, "chunk_seconds": 0.45})  # the finished file: no wait
+    chunks = list(reader)
+    windows = np.array([[chunk.start_time, chunk.end_time] for chunk in chunks])  # (7, 2), from 0: off the hop grid
+    extractor = MirasolFeatureExtractor(num_mel_bins=32, audio_frames_per_chunk=16)
+    clip = read_media(path, num_frames=8)
+    whole = extractor(clip.waveform, chunk_windows=windows, waveform_start_times=clip.waveform_start_time)
+    assert [chunk.complete for chunk in chunks] == [True] * 6 + [False] and whole["audio_chunk_mask"].all()
+    for index, chunk in enumerate(chunks):
+        alone = extractor(chunk.waveform, chunk_windows=windows[index : index + 1],
+                          waveform_start_times=chunk.waveform_start_time)
+        # the same samples and the same frames: measured equal; float32 rounding allowed
+        expected = whole["input_features"][0, :, index * 16 : (index + 1) * 16]
+        np.testing.assert_allclose(alone["input_features"][0], expected, atol=1e-5, rtol=0)

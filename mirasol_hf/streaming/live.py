@@ -1,9 +1,9 @@
 """Live sources: a video read with PyAV as it arrives, cut into chunks by presentation time.
 
 `LiveReader(source, chunk_seconds=..., frames_per_chunk=..., size=...)` yields `LiveChunk`s: chunk k covers
-`[t0 + k * chunk_seconds, t0 + (k + 1) * chunk_seconds)` on the source's clock (t0: its first frame), its frames are
-those on screen at `frames_per_chunk` evenly spaced times from the window's start (the file reader's uniform sampling
-within a chunk), and its audio is the source's audio over the same window, resampled to mono `sampling_rate`. A chunk
+`[k * chunk_seconds, (k + 1) * chunk_seconds)` seconds from the source's first frame (the file reader's clock), its
+frames are those on screen at `frames_per_chunk` evenly spaced times from the window's start (the file reader's
+uniform sampling within a chunk), and its audio is the source's audio over the same window, resampled to mono `sampling_rate`. A chunk
 is handed out as soon as both streams have passed its end; nothing is read twice and only the current chunk is held.
 
 Sources: a file that may still be growing (a recording in progress: MPEG-TS, Matroska, fragmented MP4), a pipe
@@ -12,8 +12,9 @@ Sources: a file that may still be growing (a recording in progress: MPEG-TS, Mat
 How a stream ends, each a defined outcome:
 
 * the source ends (end of a pipe or of a network stream, a file that stops growing for `stall_timeout` seconds):
-  the chunk in progress is handed out with `complete=False` (its missing frames repeat its last frame; audio
-  covering too little of it is masked by the feature extractor, as in files), then iteration stops;
+  the chunk in progress is handed out with `complete=False` (its missing frames repeat its last frame; its audio
+  stops where the video does, and covering too little of it is masked by the feature extractor, as in files), then
+  iteration stops;
 * a pipe or network source that sends nothing for `stall_timeout` seconds, or a connection that fails: the chunk in
   progress is handed out the same way, then `LiveSourceError` is raised, naming the source and the time reached;
 * a source that cannot be opened: `LiveSourceError` at once; one without a video stream: `MediaError`.
@@ -56,7 +57,8 @@ class LiveChunk:
 
     frames: (frames_per_chunk, S, S, 3) uint8 RGB. waveform: (samples,) float32 mono at the reader's sampling rate,
     its first sample at `waveform_start_time`, covering the window and `audio_context` seconds on each side (None:
-    the source has no audio). Times are seconds on the source's clock.
+    the source has no audio). Times are seconds from the source's first video frame, as `read_media` times a file
+    (so the feature extractor puts a chunk's STFT frames where it puts them in the file).
     complete: False for the last chunk of a source that ended (or failed) inside it.
     """
 
@@ -129,7 +131,7 @@ class LiveReader:
         stall_timeout: seconds without data after which a source counts as stalled (or a growing file as ended).
         audio_context: seconds of audio kept on each side of a chunk's window (its waveform starts that much before
             the window), so that a log-mel computed per chunk sees the same samples at its edges as one computed over
-            the whole track: at least the feature extractor's STFT window (25 ms by default).
+            the whole track: at least `(window_length + hop_length) / 2` of the feature extractor (17.5 ms by default).
         format: container format to assume (e.g. "mpegts"), for sources FFmpeg cannot probe.
     """
 
@@ -251,6 +253,7 @@ class _ChunkBuilder:
         self.index = 0  # the chunk in progress
         self.sampled: list[np.ndarray] = []  # frames at the sample times from chunk `index` on
         self.on_screen = None  # [time, frame, converted or None]: the latest video frame
+        self.video_end = None  # when the latest frame stops being shown: its time + its duration (or the last interval)
         self.audio_origin = None  # time of the first resampled audio sample
         self.audio_pieces: list[np.ndarray] = []
         self.audio_start = 0  # index (from audio_origin) of the first sample held
@@ -280,6 +283,9 @@ class _ChunkBuilder:
             return  # out of order: the sample times it could show are already filled
         while self.on_screen is not None and frame.time > self._sample_time(len(self.sampled)) + TIME_TOLERANCE:
             self.sampled.append(self._show_on_screen())
+        interval = None if self.on_screen is None else frame.time - self.on_screen[0]
+        duration = float(frame.duration * frame.time_base) if frame.duration else interval
+        self.video_end = frame.time + (duration or 0.0)
         self.on_screen = [frame.time, frame, None]
 
     def add_audio(self, frame, resampler) -> None:
@@ -324,8 +330,12 @@ class _ChunkBuilder:
             rate = self.reader.sampling_rate
             held = np.concatenate(self.audio_pieces) if self.audio_pieces else np.zeros(0, np.float32)
             context = self.reader.audio_context
-            first = min(max(0, int(round((start - context - self.audio_origin) * rate)) - self.audio_start), len(held))
-            last = min(max(first, int(round((end + context - self.audio_origin) * rate)) - self.audio_start), len(held))
+            # Nothing before the first frame, as the file reader cuts a file's audio (so chunk 0 has its features).
+            since = max(start - context, self.origin)
+            first = min(max(0, int(round((since - self.audio_origin) * rate)) - self.audio_start), len(held))
+            # A source's last chunk: nothing after its video ends, as the file reader cuts a file's audio.
+            until = end + context if complete else min(end + context, self.video_end)
+            last = min(max(first, int(round((until - self.audio_origin) * rate)) - self.audio_start), len(held))
             waveform = held[first:last]
             waveform_start = self.audio_origin + (self.audio_start + first) / rate
             # Keep only what later chunks need: from the next window's start, less its context.
@@ -333,7 +343,16 @@ class _ChunkBuilder:
             self.audio_pieces = [held[keep:]]
             self.audio_start += keep
         self.index += 1
-        return LiveChunk(self.index - 1, start, end, frames, waveform, waveform_start, complete)
+        seconds = self.reader.chunk_seconds  # times from the first frame: index * seconds, not (origin + ...) - origin
+        return LiveChunk(
+            self.index - 1,
+            (self.index - 1) * seconds,
+            self.index * seconds,
+            frames,
+            waveform,
+            waveform_start - self.origin,
+            complete,
+        )
 
 
 def write_transport_stream(

@@ -7,7 +7,8 @@
 
 Each chunk is read and encoded once (`encode_media_chunk`); a question takes the latent model's context as it is at
 that moment (the last `context_chunks` chunks, or all so far) and generates on the asking thread, so encoding goes on
-while it answers. `MirasolWatchAnswer` says which chunks and which span of the source's clock the answer covers.
+while it answers. `MirasolWatchAnswer` says which chunks and which span of the source's
+clock (seconds from its first frame) the answer covers.
 """
 
 from __future__ import annotations
