@@ -37,7 +37,7 @@ def main():
             empty += answer_alone == EMPTY_ANSWER
             total += 1
     print(f"{total} questions ({', '.join(SOUND_KINDS)}) on {args.clips} clips, model {args.model}")
-    print(f"| input | exact match |\n|---|---|")
+    print("| input | exact match |\n|---|---|")
     print(f"| frames + sound | {with_video}/{total} |\n| sound alone | {sound_alone}/{total} (empty: {empty}) |")
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -42,9 +43,8 @@ from .configuration_mirasol import MirasolConfig, num_video_tokens
 from .encoded_media import MirasolMediaOutput, MirasolStreamingState
 from .hub import AUTO_MAP, CUSTOM_PIPELINES, GENERIC_CARD_MARKER, MODEL_CARD, write_model_card, write_remote_code
 from .latent_model import MirasolLatentModel, MirasolLatentPredictor, latent_loss
-from .layers import MirasolEncoderLayer
-from .reconstruction import MirasolReconstructionDecoder, reconstruction_loss
 from .layers import MirasolAttention
+from .reconstruction import MirasolReconstructionDecoder, reconstruction_loss
 from .text_decoder import (
     MirasolGatedCrossAttentionBlock,
     MirasolStaticCrossAttentionCacheLayer,
