@@ -55,11 +55,11 @@ QA_TEXTS = [
 ]
 
 
-def tiny_model_and_processor(seed: int = 0, **overrides):
-    """A tiny random model with a tokenizer trained on a few QA texts and the matching processor."""
+def tiny_model_and_processor(seed: int = 0, texts=QA_TEXTS, vocab_size: int = 200, **overrides):
+    """A tiny random model with a tokenizer trained on `texts` (a few QA texts) and the matching processor."""
     from mirasol_hf import MirasolProcessor, build_tokenizer
 
-    tokenizer = build_tokenizer(QA_TEXTS, vocab_size=200)
+    tokenizer = build_tokenizer(texts, vocab_size=vocab_size)
     text_overrides = {
         "vocab_size": len(tokenizer),
         "pad_token_id": tokenizer.pad_token_id,

@@ -5,11 +5,9 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
-from conftest import open_gates
+from conftest import tiny_model_and_processor
 from dataset_fixtures import copy_clip, write_clips, write_csv
-from mirasol_hf import MirasolConfig, MirasolForConditionalGeneration, MirasolProcessor, build_tokenizer
 from mirasol_hf.data import load_next_qa
 from mirasol_hf.evaluation import (
     exact_match,
@@ -92,17 +90,10 @@ def next_qa_benchmark(tmp_path_factory):
     write_csv(root / "val.csv", header, rows)
     (root / "add_reference_answer_val.json").write_text(json.dumps({"1002": {"2": "3"}}))
 
-    tokenizer = build_tokenizer([row[4] for row in rows] + [row[5] for row in rows] + ["3"], vocab_size=150)
     # Wider random weights than the default: answers that differ from question to question, so the batched
     # generation test below compares something.
-    config = MirasolConfig.from_preset(
-        "tiny",
-        text_config={"initializer_range": 0.2, "vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id,
-                     "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id},
-    )
-    torch.manual_seed(0)
-    model = open_gates(MirasolForConditionalGeneration(config)).eval()
-    processor = MirasolProcessor.from_model_config(config, tokenizer)
+    texts = [row[4] for row in rows] + [row[5] for row in rows] + ["3"]
+    model, processor = tiny_model_and_processor(texts=texts, vocab_size=150, text_config={"initializer_range": 0.2})
     model.save_pretrained(root / "checkpoint")
     processor.save_pretrained(root / "checkpoint")
     return root, model, processor

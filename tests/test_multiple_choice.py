@@ -8,9 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import open_gates
+from conftest import tiny_model_and_processor
 from dataset_fixtures import copy_clip, write_clips, write_csv
-from mirasol_hf import MirasolConfig, MirasolForConditionalGeneration, MirasolProcessor, build_tokenizer
 from mirasol_hf.data import load_next_qa, load_video_qa_dataset
 from mirasol_hf.evaluation import exact_match, normalize_answer, rank_choices, score_choices
 
@@ -33,15 +32,7 @@ def next_qa_mc(tmp_path_factory):
     copy_clip(root / "NExTVideo" / "0000" / "1001.mp4", root / "NExTVideo" / "0001", ["1002.mp4"])
     write_csv(root / "val.csv", HEADER, ROWS)
     texts = [row[4] for row in ROWS] + [choice for row in ROWS for choice in row[8:]]
-    tokenizer = build_tokenizer(texts, vocab_size=150)
-    config = MirasolConfig.from_preset(
-        "tiny",
-        text_config={"initializer_range": 0.2, "vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id,
-                     "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id},
-    )
-    torch.manual_seed(0)
-    model = open_gates(MirasolForConditionalGeneration(config)).eval()
-    processor = MirasolProcessor.from_model_config(config, tokenizer)
+    model, processor = tiny_model_and_processor(texts=texts, vocab_size=150, text_config={"initializer_range": 0.2})
     model.save_pretrained(root / "checkpoint")
     processor.save_pretrained(root / "checkpoint")
     return root, model, processor
