@@ -30,7 +30,7 @@ import torch
 from datasets import Dataset
 from torch.utils.data import DataLoader
 
-from .data import group_by_clip
+from .data import CLIP_COLUMNS, group_by_clip
 from .processing_mirasol import IGNORE_INDEX
 from .training import MirasolDataCollator
 
@@ -210,7 +210,7 @@ def rank_choices(
 
     if "choices" not in dataset.column_names:
         raise ValueError(f"rank_choices needs a 'choices' column (NExT-QA multiple choice), got {dataset.column_names}")
-    keep = [column for column in ("video", "start_time", "end_time", "question") if column in dataset.column_names]
+    keep = [column for column in (*CLIP_COLUMNS, "question") if column in dataset.column_names]
     options = [
         {**{column: row[column] for column in keep}, "answer": choice}
         for row in dataset
