@@ -28,9 +28,10 @@ def tube_centres(size: tuple[int, int, int], kernel, stride, offset, device=None
 
 @functools.lru_cache(maxsize=64)
 def tube_position_embedding(size, kernel, stride, offset, hidden_size: int, device) -> torch.Tensor:
-    """Sin-cos embedding of a tube's centres (any number of axes), `(n_t * n_h * n_w, hidden_size)` float32 (no rows when the tube does
-    not fit). Cached: it depends on sizes only, and its float64 tables would otherwise be rebuilt on every call.
-    Built outside inference mode so that a table first made under `torch.inference_mode` serves training too."""
+    """Sin-cos embedding of a tube's centres (any number of axes), `(n_t * n_h * n_w, hidden_size)` float32 (no
+    rows when the tube does not fit). Cached: it depends on sizes only, and its float64 tables would otherwise be
+    rebuilt on every call. Built outside inference mode so that a table first made under `torch.inference_mode`
+    serves training too."""
     with torch.inference_mode(False), torch.no_grad():
         centres = tube_centres(size, kernel, stride, offset, device=device)  # (n_t, n_h, n_w, 3), or (n_h, n_w, 2)
         return sincos_embedding(centres.flatten(0, -2), hidden_size)  # (n_t * n_h * n_w, hidden_size)
