@@ -85,7 +85,9 @@ def training_arguments(output_dir, **overrides) -> TrainingArguments:
     return TrainingArguments(**settings)
 
 
-def one_sgd_step_updates(output_dir, config, dataset, collator, batch_size, accumulation, trainer_class=Trainer) -> dict:
+def one_sgd_step_updates(
+    output_dir, config, dataset, collator, batch_size: int, accumulation: int, trainer_class=Trainer
+) -> dict:
     """Each parameter's change after one Trainer step of plain SGD (learning rate 1, no clipping, no decay) on a fresh
     model of `config` (seed 0): two runs that see the same examples must change the parameters alike."""
     torch.manual_seed(0)

@@ -1,6 +1,8 @@
 """Training on clips with many questions: grouping rows by clip (`media_index`), and gradient accumulation that is
 exactly one larger batch for every loss."""
 
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -132,8 +134,9 @@ def test_gradient_accumulation_is_one_larger_batch_for_every_loss(tmp_path, proc
         large_batch = 4
     collator = _ArrayClips(MirasolDataCollator(processor), clips, short)
     config = _config(processor.tokenizer)
-    large = one_sgd_step_updates(tmp_path, config, dataset, collator, large_batch, accumulation=1, trainer_class=MirasolTrainer)
-    accumulated = one_sgd_step_updates(tmp_path, config, dataset, collator, 2, accumulation=2, trainer_class=MirasolTrainer)
+    step = functools.partial(one_sgd_step_updates, tmp_path, config, dataset, collator, trainer_class=MirasolTrainer)
+    large = step(batch_size=large_batch, accumulation=1)
+    accumulated = step(batch_size=2, accumulation=2)
     for name in large:
         torch.testing.assert_close(accumulated[name], large[name], atol=1e-6, rtol=1e-4, msg=name)
     for head in ("reconstruction_decoder.pixel_head.weight", "latent_predictor"):
