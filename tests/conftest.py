@@ -1,4 +1,6 @@
+import importlib.util
 import os
+from pathlib import Path
 
 # The suite runs tiny models: one thread avoids thread start-up and contention costs that dominate at this size
 # (10-80x slower on a busy 2-core machine). Set before torch is imported so subprocesses inherit it too.
@@ -8,6 +10,16 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from mirasol_hf import MirasolConfig, MirasolForConditionalGeneration
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_example(name: str):
+    """`examples/<name>.py` imported as a module (its `main(argv)` runs the script in this process)."""
+    spec = importlib.util.spec_from_file_location(f"example_{name}", REPO / "examples" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def open_gates(model, value: float = 1.0):

@@ -1,12 +1,10 @@
 """Open-ended exact match on known predictions; batched generation; examples/evaluate.py on a NExT-QA folder."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-from conftest import tiny_model_and_processor
+from conftest import load_example, tiny_model_and_processor
 from dataset_fixtures import copy_clip, write_clips, write_csv
 from mirasol_hf.data import load_next_qa
 from mirasol_hf.evaluation import (
@@ -17,9 +15,6 @@ from mirasol_hf.evaluation import (
     score_answers,
 )
 from mirasol_hf.training import MirasolDataCollator
-
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize(
@@ -116,9 +111,7 @@ def test_batched_generation_gives_the_answers_of_one_by_one_generation(next_qa_b
 
 def test_evaluate_script_writes_scores_per_question_type_and_every_prediction(tmp_path, next_qa_benchmark, capsys):
     root, _, _ = next_qa_benchmark
-    spec = importlib.util.spec_from_file_location("example_evaluate", REPO / "examples" / "evaluate.py")
-    evaluate = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(evaluate)
+    evaluate = load_example("evaluate")
     output = tmp_path / "results.json"
     evaluate.main([
         "--model", str(root / "checkpoint"), "--dataset-format", "next_qa",

@@ -1,20 +1,17 @@
 """NExT-QA multiple choice: the MC CSV read as choice text with its five options, choices ranked by likelihood and
 scored per question type; VQA-style answer normalisation."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import tiny_model_and_processor
+from conftest import load_example, tiny_model_and_processor
 from dataset_fixtures import copy_clip, write_clips, write_csv
 from mirasol_hf.data import load_next_qa, load_video_qa_dataset
 from mirasol_hf.evaluation import exact_match, normalize_answer, rank_choices, score_choices
 
 
-REPO = Path(__file__).resolve().parents[1]
 HEADER = ["video", "frame_count", "width", "height", "question", "answer", "qid", "type", "a0", "a1", "a2", "a3", "a4"]
 ROWS = [
     [1001, 16, 32, 32, "why did the square appear", 2, 0, "CW", "to hide", "to jump", "to move", "to sing", "to sleep"],
@@ -78,9 +75,7 @@ def test_ranking_picks_the_choice_the_model_finds_most_likely(next_qa_mc):
 
 def test_evaluate_script_ranks_choices_on_the_multiple_choice_csv(tmp_path, next_qa_mc, capsys):
     root, model, processor = next_qa_mc
-    spec = importlib.util.spec_from_file_location("example_evaluate", REPO / "examples" / "evaluate.py")
-    evaluate = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(evaluate)
+    evaluate = load_example("evaluate")
     output = tmp_path / "results.json"
     evaluate.main([
         "--model", str(root / "checkpoint"), "--dataset-format", "next_qa", "--annotations", str(root / "val.csv"),
