@@ -51,7 +51,7 @@ def main():
         for name, command in COMMANDS.items():
             results[name].append(_run(command))
     baseline = statistics.median(wall for wall, _ in results[BASELINE])
-    print(f"| command | wall median (min-max) s | CPU median s | wall vs baseline |")
+    print("| command | wall median (min-max) s | CPU median s | wall vs baseline |")
     print("|---|---|---|---|")
     for name, runs in results.items():
         walls, cpus = [wall for wall, _ in runs], [cpu for _, cpu in runs]

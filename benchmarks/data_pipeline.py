@@ -29,7 +29,6 @@ import time
 from pathlib import Path
 
 import torch
-from datasets import Dataset
 from torch.utils.data import DataLoader
 
 from mirasol_hf import MirasolConfig, MirasolForConditionalGeneration, MirasolProcessor, build_tokenizer

@@ -65,18 +65,22 @@ def write_clip(path: Path, seconds: float):
             container.mux(packet)
     for packet in video.encode():
         container.mux(packet)
-    wave = (0.3 * np.sin(2 * np.pi * TONE_HZ * np.arange(int(seconds * AUDIO_RATE)) / AUDIO_RATE)).astype(np.float32)
+    mux_tone(container, audio, int(seconds * AUDIO_RATE))
+    container.close()
+
+
+def mux_tone(container, audio, samples: int):
+    """`samples` of a TONE_HZ sine on both channels, encoded into `audio` (a stereo AAC stream) and muxed."""
+    wave = (0.3 * np.sin(2 * np.pi * TONE_HZ * np.arange(samples) / AUDIO_RATE)).astype(np.float32)
     stereo = np.stack([wave, wave])  # (2, S)
-    for start in range(0, stereo.shape[1], AUDIO_FRAME_SAMPLES):
-        frame = av.AudioFrame.from_ndarray(
-            np.ascontiguousarray(stereo[:, start : start + AUDIO_FRAME_SAMPLES]), format="fltp", layout="stereo"
-        )
+    for start in range(0, samples, AUDIO_FRAME_SAMPLES):
+        block = np.ascontiguousarray(stereo[:, start : start + AUDIO_FRAME_SAMPLES])
+        frame = av.AudioFrame.from_ndarray(block, format="fltp", layout="stereo")
         frame.sample_rate, frame.pts = AUDIO_RATE, start
         for packet in audio.encode(frame):
             container.mux(packet)
     for packet in audio.encode():
         container.mux(packet)
-    container.close()
 
 
 def read_audio_separately(path: Path) -> np.ndarray:
@@ -118,16 +122,7 @@ def write_long_clip(path: Path, seconds: float, with_audio: bool):
         for packet in video.encode():
             container.mux(packet)
         if audio is not None:
-            wave = 0.3 * np.sin(2 * np.pi * TONE_HZ * np.arange(SEGMENT_SECONDS * AUDIO_RATE) / AUDIO_RATE)
-            stereo = np.stack([wave, wave]).astype(np.float32)  # (2, S)
-            for start in range(0, stereo.shape[1], AUDIO_FRAME_SAMPLES):
-                block = np.ascontiguousarray(stereo[:, start : start + AUDIO_FRAME_SAMPLES])
-                frame = av.AudioFrame.from_ndarray(block, format="fltp", layout="stereo")
-                frame.sample_rate, frame.pts = AUDIO_RATE, start
-                for packet in audio.encode(frame):
-                    container.mux(packet)
-            for packet in audio.encode():
-                container.mux(packet)
+            mux_tone(container, audio, SEGMENT_SECONDS * AUDIO_RATE)
         container.close()
         with av.open(str(segment)) as source, av.open(str(path), mode="w") as output:
             streams = {stream.index: output.add_stream_from_template(stream) for stream in source.streams}

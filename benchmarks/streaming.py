@@ -27,7 +27,6 @@ Run from the repository root (`--quick` for a short check):
 from __future__ import annotations
 
 import argparse
-import io
 import multiprocessing
 import os
 import resource

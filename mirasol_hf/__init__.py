@@ -50,6 +50,7 @@ def register() -> None:
 
     from .configuration_mirasol import MirasolConfig
     from .feature_extraction_mirasol import MirasolFeatureExtractor
+    from .hub import CUSTOM_PIPELINES, PIPELINE_TASK
     from .modeling_mirasol import MirasolForConditionalGeneration, MirasolModel
     from .pipeline import VideoQuestionAnsweringPipeline
     from .processing_mirasol import MirasolProcessor
@@ -67,10 +68,10 @@ def register() -> None:
     MirasolFeatureExtractor.register_for_auto_class("AutoFeatureExtractor")
 
     PIPELINE_REGISTRY.register_pipeline(
-        "video-question-answering",
+        PIPELINE_TASK,
         pipeline_class=VideoQuestionAnsweringPipeline,
         pt_model=AutoModelForMultimodalLM,
-        type="multimodal",
+        type=CUSTOM_PIPELINES[PIPELINE_TASK]["type"],
     )
 
 

@@ -8,24 +8,16 @@ import torch
 from torch import nn
 
 from .configuration_mirasol import MirasolAudioConfig
-from .layers import MirasolEncoder, sincos_embedding
+from .layers import MirasolEncoder
+from .video_encoder import tube_position_embedding
 
 
 @functools.lru_cache(maxsize=64)
 def patch_position_embedding(n_mel: int, n_time: int, patch_size: tuple[int, int], hidden_size: int, device):
     """Sin-cos embedding of the (mel, time) centres of an `n_mel x n_time` patch grid, `(n_mel * n_time,
-    hidden_size)` float32. Cached: it depends on sizes only (built outside inference mode, so it serves training)."""
-    patch_mel, patch_time = patch_size
-    with torch.inference_mode(False), torch.no_grad():
-        centres = torch.stack(
-            torch.meshgrid(
-                torch.arange(n_mel, device=device) * patch_mel + (patch_mel - 1) / 2,
-                torch.arange(n_time, device=device) * patch_time + (patch_time - 1) / 2,
-                indexing="ij",
-            ),
-            dim=-1,
-        ).flatten(0, 1)  # (n_mel * n_time, 2)
-        return sincos_embedding(centres, hidden_size)
+    hidden_size)` float32: the video tubes' table over the spectrogram span the patches cover. Cached."""
+    covered = (n_mel * patch_size[0], n_time * patch_size[1])
+    return tube_position_embedding(covered, patch_size, patch_size, (0, 0), hidden_size, device)
 
 
 class MirasolAudioEncoder(nn.Module):

@@ -30,7 +30,7 @@ import torch
 from datasets import Dataset
 from torch.utils.data import DataLoader
 
-from .data import group_by_clip
+from .data import CLIP_COLUMNS, group_by_clip
 from .processing_mirasol import IGNORE_INDEX
 from .training import MirasolDataCollator
 
@@ -146,6 +146,14 @@ def _clip_batches(dataset, collator, batch_size: int, num_workers: int):
     return loader, order
 
 
+def _in_dataset_order(values: list, order) -> list:
+    """`values`, one per text row in the batches' order, put back in the dataset's (`order` from `_clip_batches`)."""
+    in_order = [None] * len(values)
+    for index, value in zip(order, values):
+        in_order[index] = value
+    return in_order
+
+
 @torch.no_grad()
 def generate_answers(
     model,
@@ -180,10 +188,7 @@ def generate_answers(
         batch = {key: value.to(model.device) for key, value in batch.items()}
         output = model.generate(**batch, **generate_kwargs)
         answers.extend(processor.post_process_answer(output, batch["input_ids"]))
-    in_order = [None] * len(answers)
-    for index, answer in zip(order, answers):
-        in_order[index] = answer
-    return in_order
+    return _in_dataset_order(answers, order)
 
 
 @torch.no_grad()
@@ -205,7 +210,7 @@ def rank_choices(
 
     if "choices" not in dataset.column_names:
         raise ValueError(f"rank_choices needs a 'choices' column (NExT-QA multiple choice), got {dataset.column_names}")
-    keep = [column for column in ("video", "start_time", "end_time", "question") if column in dataset.column_names]
+    keep = [column for column in (*CLIP_COLUMNS, "question") if column in dataset.column_names]
     options = [
         {**{column: row[column] for column in keep}, "answer": choice}
         for row in dataset
@@ -224,9 +229,7 @@ def rank_choices(
         log_probs = torch.log_softmax(logits[:, :-1], dim=-1)  # (B, L - 1, V)
         token_log_probs = log_probs.gather(-1, targets.clamp(min=0)[..., None])[..., 0]  # (B, L - 1)
         scores.extend((token_log_probs * supervised).sum(dim=1).tolist())
-    in_order = [0.0] * len(scores)
-    for index, score in zip(order, scores):
-        in_order[index] = score
+    in_order = _in_dataset_order(scores, order)
     chosen, start = [], 0
     for count in counts:
         row_scores = in_order[start : start + count]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -42,9 +43,8 @@ from .configuration_mirasol import MirasolConfig, num_video_tokens
 from .encoded_media import MirasolMediaOutput, MirasolStreamingState
 from .hub import AUTO_MAP, CUSTOM_PIPELINES, GENERIC_CARD_MARKER, MODEL_CARD, write_model_card, write_remote_code
 from .latent_model import MirasolLatentModel, MirasolLatentPredictor, latent_loss
-from .layers import MirasolEncoderLayer
-from .reconstruction import MirasolReconstructionDecoder, reconstruction_loss
 from .layers import MirasolAttention
+from .reconstruction import MirasolReconstructionDecoder, reconstruction_loss
 from .text_decoder import (
     MirasolGatedCrossAttentionBlock,
     MirasolStaticCrossAttentionCacheLayer,
@@ -541,6 +541,7 @@ class MirasolModel(MirasolPreTrainedModel):
             media_latents, media_chunk_mask = media_latents.media_latents, media_latents.media_chunk_mask
         if has_raw_media and media_latents is not None:
             raise ValueError("pass either raw media (pixel_values_videos / input_features) or media_latents, not both")
+        output_attentions = bool(kwargs.get("output_attentions", self.config.output_attentions))
         media = None
         if has_raw_media:
             media = self.encode_media(
@@ -548,7 +549,7 @@ class MirasolModel(MirasolPreTrainedModel):
                 input_features,
                 video_chunk_mask,
                 audio_chunk_mask,
-                output_attentions=bool(kwargs.get("output_attentions", self.config.output_attentions)),
+                output_attentions=output_attentions,
             )
             media_latents, media_chunk_mask = media.media_latents, media.media_chunk_mask
         elif media_latents is not None and media_latents.ndim != 4:
@@ -569,7 +570,7 @@ class MirasolModel(MirasolPreTrainedModel):
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             media_attention_mask=media_attention_mask,
-            output_attentions=kwargs.get("output_attentions", self.config.output_attentions),
+            output_attentions=output_attentions,
         )
         return MirasolModelOutputWithPast(
             last_hidden_state=hidden_states,

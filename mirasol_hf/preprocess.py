@@ -26,7 +26,7 @@ import torch
 from datasets import Array2D, Array4D, Dataset, Features, Sequence, Value, load_from_disk
 
 from .data import group_by_clip
-from .training import CACHED_MEDIA, TIME_RANGE_COLUMNS
+from .training import CACHED_MEDIA, video_input
 
 
 logger = logging.getLogger(__name__)
@@ -72,10 +72,8 @@ class _Decoder:
         self.processor = processor
 
     def __call__(self, row: dict) -> dict:
-        times = {key: row[key] for key in TIME_RANGE_COLUMNS if row.get(key) is not None}
-        video = {"path": row["video"], **times} if times else row["video"]
         try:
-            media = self.processor.decode_videos([video])
+            media = self.processor.decode_videos([video_input(row)])
         except (ValueError, OSError) as error:  # the media reader's errors name the file and what is wrong
             return {**{name: None for name in CACHED_MEDIA}, ERROR_COLUMN: str(error) or type(error).__name__}
         return {**{name: values[0] for name, values in media.items()}, ERROR_COLUMN: None}

@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .configuration_mirasol import MirasolReconstructionConfig
-from .layers import MirasolEncoder, sincos_embedding
-from .video_encoder import tube_centres
+from .layers import MirasolEncoder
+from .video_encoder import tube_position_embedding
 
 
 class MirasolReconstructionDecoder(nn.Module):
@@ -35,9 +35,9 @@ class MirasolReconstructionDecoder(nn.Module):
 
     def forward(self, latents: torch.Tensor) -> torch.Tensor:
         context = self.input_projection(latents)  # (N, m, d)
-        patch = self.config.patch_size
-        centres = tube_centres(self.size, patch, patch, (0, 0, 0), device=latents.device).flatten(0, 2)
-        queries = (self.query_embedding + sincos_embedding(centres, self.config.hidden_size)).to(context.dtype)
+        patch = tuple(self.config.patch_size)
+        position = tube_position_embedding(self.size, patch, patch, (0, 0, 0), self.config.hidden_size, latents.device)
+        queries = (self.query_embedding + position).to(context.dtype)  # (num_patches, d)
         queries = queries.expand(context.shape[0], -1, -1)  # (N, num_patches, d)
         hidden = self.encoder(torch.cat([context, queries], dim=1))
         return self.pixel_head(hidden[:, context.shape[1] :])  # (N, num_patches, C * pt * ph * pw)

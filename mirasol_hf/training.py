@@ -97,6 +97,15 @@ TIME_RANGE_COLUMNS = ("start_time", "end_time")
 CACHED_MEDIA = ("frames", "input_features", "video_chunk_mask", "audio_chunk_mask")
 
 
+def video_input(row: dict, video_column: str = "video"):
+    """A data set row's video as the processor takes it: the path, or `{"path", "start_time", "end_time"}` when the
+    row names a time range."""
+    times = {key: row[key] for key in TIME_RANGE_COLUMNS if row.get(key) is not None}
+    if not times:
+        return row[video_column]
+    return {"path": row[video_column], **times}
+
+
 @dataclass
 class MirasolDataCollator:
     """Dataset rows (video path + question + answer) -> a training batch, decoding the media here, per batch.
@@ -181,10 +190,7 @@ class MirasolDataCollator:
         return sorted(torch.randperm(count)[: self.questions_per_clip].tolist())
 
     def _video(self, row: dict):
-        times = {key: row[key] for key in TIME_RANGE_COLUMNS if row.get(key) is not None}
-        if not times:
-            return row[self.video_column]
-        return {"path": row[self.video_column], **times}
+        return video_input(row, self.video_column)
 
 
 def build_shared_tokenizer(texts, vocab_size: int = DEFAULT_VOCAB_SIZE):

@@ -17,7 +17,8 @@ from .layers import MirasolEncoder, sincos_embedding
 
 
 def tube_centres(size: tuple[int, int, int], kernel, stride, offset, device=None) -> torch.Tensor:
-    """Centres (t, y, x) of the positions a tube visits in a (frames, height, width) volume: (n_t, n_h, n_w, 3)."""
+    """Centres (t, y, x) of the positions a tube visits in a (frames, height, width) volume: (n_t, n_h, n_w, 3).
+    Any number of axes works (the audio encoder's (mel, time) patches: (n_mel, n_time, 2))."""
     axes = []
     for length, k, s, o in zip(size, kernel, stride, offset):
         count = conv_output_size(length, k, s, o)
@@ -27,12 +28,13 @@ def tube_centres(size: tuple[int, int, int], kernel, stride, offset, device=None
 
 @functools.lru_cache(maxsize=64)
 def tube_position_embedding(size, kernel, stride, offset, hidden_size: int, device) -> torch.Tensor:
-    """Sin-cos embedding of a tube's centres, `(n_t * n_h * n_w, hidden_size)` float32 (no rows when the tube does
-    not fit). Cached: it depends on sizes only, and its float64 tables would otherwise be rebuilt on every call.
-    Built outside inference mode so that a table first made under `torch.inference_mode` serves training too."""
+    """Sin-cos embedding of a tube's centres (any number of axes), `(n_t * n_h * n_w, hidden_size)` float32 (no
+    rows when the tube does not fit). Cached: it depends on sizes only, and its float64 tables would otherwise be
+    rebuilt on every call. Built outside inference mode so that a table first made under `torch.inference_mode`
+    serves training too."""
     with torch.inference_mode(False), torch.no_grad():
-        centres = tube_centres(size, kernel, stride, offset, device=device)  # (n_t, n_h, n_w, 3)
-        return sincos_embedding(centres.flatten(0, 2), hidden_size)
+        centres = tube_centres(size, kernel, stride, offset, device=device)  # (n_t, n_h, n_w, 3), or (n_h, n_w, 2)
+        return sincos_embedding(centres.flatten(0, -2), hidden_size)  # (n_t * n_h * n_w, hidden_size)
 
 
 class MirasolVideoEncoder(nn.Module):

@@ -1,4 +1,6 @@
+import importlib.util
 import os
+from pathlib import Path
 
 # The suite runs tiny models: one thread avoids thread start-up and contention costs that dominate at this size
 # (10-80x slower on a busy 2-core machine). Set before torch is imported so subprocesses inherit it too.
@@ -8,6 +10,16 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from mirasol_hf import MirasolConfig, MirasolForConditionalGeneration
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_example(name: str):
+    """`examples/<name>.py` imported as a module (its `main(argv)` runs the script in this process)."""
+    spec = importlib.util.spec_from_file_location(f"example_{name}", REPO / "examples" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def open_gates(model, value: float = 1.0):
@@ -55,11 +67,11 @@ QA_TEXTS = [
 ]
 
 
-def tiny_model_and_processor(seed: int = 0, **overrides):
-    """A tiny random model with a tokenizer trained on a few QA texts and the matching processor."""
+def tiny_model_and_processor(seed: int = 0, texts=QA_TEXTS, vocab_size: int = 200, **overrides):
+    """A tiny random model with a tokenizer trained on `texts` (a few QA texts) and the matching processor."""
     from mirasol_hf import MirasolProcessor, build_tokenizer
 
-    tokenizer = build_tokenizer(QA_TEXTS, vocab_size=200)
+    tokenizer = build_tokenizer(texts, vocab_size=vocab_size)
     text_overrides = {
         "vocab_size": len(tokenizer),
         "pad_token_id": tokenizer.pad_token_id,

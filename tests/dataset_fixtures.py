@@ -5,8 +5,10 @@ import json
 import shutil
 from pathlib import Path
 
-from transformers import TrainingArguments
+import torch
+from transformers import Trainer, TrainingArguments
 
+from mirasol_hf import MirasolForConditionalGeneration
 from mirasol_hf.synthetic import generate_clip, write_mp4
 
 
@@ -81,3 +83,26 @@ def training_arguments(output_dir, **overrides) -> TrainingArguments:
     )
     settings.update(overrides)
     return TrainingArguments(**settings)
+
+
+def one_sgd_step_updates(
+    output_dir, config, dataset, collator, batch_size: int, accumulation: int, trainer_class=Trainer
+) -> dict:
+    """Each parameter's change after one Trainer step of plain SGD (learning rate 1, no clipping, no decay) on a fresh
+    model of `config` (seed 0): two runs that see the same examples must change the parameters alike."""
+    torch.manual_seed(0)
+    model = MirasolForConditionalGeneration(config)
+    before = {name: parameter.detach().clone() for name, parameter in model.named_parameters()}
+    args = training_arguments(
+        output_dir / f"run-{batch_size}-{accumulation}",
+        per_device_train_batch_size=batch_size,
+        gradient_accumulation_steps=accumulation,
+        max_steps=1,
+        learning_rate=1.0,
+        optim="sgd",
+        lr_scheduler_type="constant",
+        weight_decay=0.0,
+        max_grad_norm=0.0,
+    )
+    trainer_class(model=model, args=args, train_dataset=dataset, data_collator=collator).train()
+    return {name: before[name] - parameter.detach() for name, parameter in model.named_parameters()}

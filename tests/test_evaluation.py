@@ -1,15 +1,11 @@
 """Open-ended exact match on known predictions; batched generation; examples/evaluate.py on a NExT-QA folder."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
-import torch
 
-from conftest import open_gates
+from conftest import load_example, tiny_model_and_processor
 from dataset_fixtures import copy_clip, write_clips, write_csv
-from mirasol_hf import MirasolConfig, MirasolForConditionalGeneration, MirasolProcessor, build_tokenizer
 from mirasol_hf.data import load_next_qa
 from mirasol_hf.evaluation import (
     exact_match,
@@ -19,9 +15,6 @@ from mirasol_hf.evaluation import (
     score_answers,
 )
 from mirasol_hf.training import MirasolDataCollator
-
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize(
@@ -92,17 +85,10 @@ def next_qa_benchmark(tmp_path_factory):
     write_csv(root / "val.csv", header, rows)
     (root / "add_reference_answer_val.json").write_text(json.dumps({"1002": {"2": "3"}}))
 
-    tokenizer = build_tokenizer([row[4] for row in rows] + [row[5] for row in rows] + ["3"], vocab_size=150)
     # Wider random weights than the default: answers that differ from question to question, so the batched
     # generation test below compares something.
-    config = MirasolConfig.from_preset(
-        "tiny",
-        text_config={"initializer_range": 0.2, "vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id,
-                     "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id},
-    )
-    torch.manual_seed(0)
-    model = open_gates(MirasolForConditionalGeneration(config)).eval()
-    processor = MirasolProcessor.from_model_config(config, tokenizer)
+    texts = [row[4] for row in rows] + [row[5] for row in rows] + ["3"]
+    model, processor = tiny_model_and_processor(texts=texts, vocab_size=150, text_config={"initializer_range": 0.2})
     model.save_pretrained(root / "checkpoint")
     processor.save_pretrained(root / "checkpoint")
     return root, model, processor
@@ -125,9 +111,7 @@ def test_batched_generation_gives_the_answers_of_one_by_one_generation(next_qa_b
 
 def test_evaluate_script_writes_scores_per_question_type_and_every_prediction(tmp_path, next_qa_benchmark, capsys):
     root, _, _ = next_qa_benchmark
-    spec = importlib.util.spec_from_file_location("example_evaluate", REPO / "examples" / "evaluate.py")
-    evaluate = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(evaluate)
+    evaluate = load_example("evaluate")
     output = tmp_path / "results.json"
     evaluate.main([
         "--model", str(root / "checkpoint"), "--dataset-format", "next_qa",

@@ -1,13 +1,11 @@
 """Training with Trainer: the paper's stages, the collator, augmentation, per-loss logging, resume, and the
 examples/finetune.py script (its 2-process FSDP launch: tests/test_training_at_scale.py)."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 from transformers import TrainerCallback
 
+from conftest import load_example
 from dataset_fixtures import training_arguments, write_msrvtt_qa
 from mirasol_hf import MirasolConfig, MirasolForConditionalGeneration, MirasolProcessor, build_tokenizer
 from mirasol_hf.data import load_msrvtt_qa
@@ -20,7 +18,6 @@ from mirasol_hf.training import (
 )
 
 
-REPO = Path(__file__).resolve().parents[1]
 NUM_VIDEOS, QUESTIONS_PER_VIDEO = 4, 2  # 8 training rows
 
 
@@ -286,9 +283,7 @@ def test_resuming_from_a_checkpoint_continues_the_loss_curve(tmp_path, benchmark
 
 def test_finetune_script_resumed_from_scratch_keeps_the_checkpoints_tokenizer(tmp_path, benchmark):
     annotation, videos, _ = benchmark
-    spec = importlib.util.spec_from_file_location("example_finetune", REPO / "examples" / "finetune.py")
-    finetune = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(finetune)
+    finetune = load_example("finetune")
     output = tmp_path / "run"
     common = [
         "--preset", "tiny", "--vocab-size", "200", "--dataset-format", "msrvtt_qa", "--annotations", str(annotation),

@@ -1,12 +1,14 @@
 """Training on clips with many questions: grouping rows by clip (`media_index`), and gradient accumulation that is
 exactly one larger batch for every loss."""
 
+import functools
+
 import numpy as np
 import pytest
 import torch
 from datasets import Dataset
-from transformers import TrainingArguments
 
+from dataset_fixtures import one_sgd_step_updates
 from mirasol_hf import MirasolConfig, MirasolForConditionalGeneration, MirasolProcessor, build_tokenizer
 from mirasol_hf.data import group_by_clip
 from mirasol_hf.training import MirasolDataCollator, MirasolTrainer
@@ -117,31 +119,6 @@ def test_questions_per_clip_samples_a_subset_of_each_clip(processor):
         MirasolDataCollator(processor, questions_per_clip=0)
 
 
-def _one_sgd_step(tmp_path, processor, dataset, collator, batch_size, accumulation):
-    torch.manual_seed(0)
-    model = MirasolForConditionalGeneration(_config(processor.tokenizer))
-    before = {name: parameter.detach().clone() for name, parameter in model.named_parameters()}
-    args = TrainingArguments(
-        output_dir=str(tmp_path / f"run-{batch_size}-{accumulation}"),
-        per_device_train_batch_size=batch_size,
-        gradient_accumulation_steps=accumulation,
-        max_steps=1,
-        learning_rate=1.0,
-        optim="sgd",
-        lr_scheduler_type="constant",
-        weight_decay=0.0,
-        max_grad_norm=0.0,
-        use_cpu=True,
-        report_to=[],
-        save_strategy="no",
-        remove_unused_columns=False,
-        dataloader_num_workers=0,
-        seed=0,
-    )
-    MirasolTrainer(model=model, args=args, train_dataset=dataset, data_collator=collator).train()
-    return {name: before[name] - parameter.detach() for name, parameter in model.named_parameters()}
-
-
 @pytest.mark.parametrize("grouped", [True, False], ids=["grouped by clip", "one row per question"])
 def test_gradient_accumulation_is_one_larger_batch_for_every_loss(tmp_path, processor, grouped):
     # 3 clips with 3, 1 and 2 questions, answers of unequal length; one clip has only 2 of its 4 chunks. Batch 2 x
@@ -156,8 +133,10 @@ def test_gradient_accumulation_is_one_larger_batch_for_every_loss(tmp_path, proc
         dataset, short = rows[2:], []  # 4 questions (clip 0's last, clip 1's, clip 2's two)
         large_batch = 4
     collator = _ArrayClips(MirasolDataCollator(processor), clips, short)
-    large = _one_sgd_step(tmp_path, processor, dataset, collator, batch_size=large_batch, accumulation=1)
-    accumulated = _one_sgd_step(tmp_path, processor, dataset, collator, batch_size=2, accumulation=2)
+    config = _config(processor.tokenizer)
+    step = functools.partial(one_sgd_step_updates, tmp_path, config, dataset, collator, trainer_class=MirasolTrainer)
+    large = step(batch_size=large_batch, accumulation=1)
+    accumulated = step(batch_size=2, accumulation=2)
     for name in large:
         torch.testing.assert_close(accumulated[name], large[name], atol=1e-6, rtol=1e-4, msg=name)
     for head in ("reconstruction_decoder.pixel_head.weight", "latent_predictor"):

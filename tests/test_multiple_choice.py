@@ -1,21 +1,17 @@
 """NExT-QA multiple choice: the MC CSV read as choice text with its five options, choices ranked by likelihood and
 scored per question type; VQA-style answer normalisation."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import open_gates
+from conftest import load_example, tiny_model_and_processor
 from dataset_fixtures import copy_clip, write_clips, write_csv
-from mirasol_hf import MirasolConfig, MirasolForConditionalGeneration, MirasolProcessor, build_tokenizer
 from mirasol_hf.data import load_next_qa, load_video_qa_dataset
 from mirasol_hf.evaluation import exact_match, normalize_answer, rank_choices, score_choices
 
 
-REPO = Path(__file__).resolve().parents[1]
 HEADER = ["video", "frame_count", "width", "height", "question", "answer", "qid", "type", "a0", "a1", "a2", "a3", "a4"]
 ROWS = [
     [1001, 16, 32, 32, "why did the square appear", 2, 0, "CW", "to hide", "to jump", "to move", "to sing", "to sleep"],
@@ -33,15 +29,7 @@ def next_qa_mc(tmp_path_factory):
     copy_clip(root / "NExTVideo" / "0000" / "1001.mp4", root / "NExTVideo" / "0001", ["1002.mp4"])
     write_csv(root / "val.csv", HEADER, ROWS)
     texts = [row[4] for row in ROWS] + [choice for row in ROWS for choice in row[8:]]
-    tokenizer = build_tokenizer(texts, vocab_size=150)
-    config = MirasolConfig.from_preset(
-        "tiny",
-        text_config={"initializer_range": 0.2, "vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id,
-                     "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id},
-    )
-    torch.manual_seed(0)
-    model = open_gates(MirasolForConditionalGeneration(config)).eval()
-    processor = MirasolProcessor.from_model_config(config, tokenizer)
+    model, processor = tiny_model_and_processor(texts=texts, vocab_size=150, text_config={"initializer_range": 0.2})
     model.save_pretrained(root / "checkpoint")
     processor.save_pretrained(root / "checkpoint")
     return root, model, processor
@@ -87,9 +75,7 @@ def test_ranking_picks_the_choice_the_model_finds_most_likely(next_qa_mc):
 
 def test_evaluate_script_ranks_choices_on_the_multiple_choice_csv(tmp_path, next_qa_mc, capsys):
     root, model, processor = next_qa_mc
-    spec = importlib.util.spec_from_file_location("example_evaluate", REPO / "examples" / "evaluate.py")
-    evaluate = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(evaluate)
+    evaluate = load_example("evaluate")
     output = tmp_path / "results.json"
     evaluate.main([
         "--model", str(root / "checkpoint"), "--dataset-format", "next_qa", "--annotations", str(root / "val.csv"),

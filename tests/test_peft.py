@@ -1,20 +1,14 @@
 """LoRA on the text decoder: which modules get adapters; train, save, reload, merge, generate; the script's --lora."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 from peft import PeftModel, get_peft_model
 
-from conftest import open_gates
+from conftest import load_example, open_gates
 from dataset_fixtures import training_arguments, write_msrvtt_qa
 from mirasol_hf import MirasolConfig, MirasolForConditionalGeneration, MirasolProcessor, build_tokenizer
 from mirasol_hf.data import load_msrvtt_qa
 from mirasol_hf.training import LORA_PROJECTIONS, MirasolDataCollator, MirasolTrainer, lora_config, lora_target_modules
-
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -101,20 +95,13 @@ def test_lora_adapters_train_save_reload_merge_and_generate(tmp_path, benchmark)
     assert torch.equal(merged.generate(**prompts, **generate), unmerged_generated)
 
 
-def _load_example(name):
-    spec = importlib.util.spec_from_file_location(f"example_{name}", REPO / "examples" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_finetune_script_trains_lora_adapters_that_evaluate_py_applies(tmp_path, benchmark):
     annotation, videos, dataset, config, processor = benchmark
     checkpoint = tmp_path / "checkpoint"
     base_model(config).save_pretrained(checkpoint)
     processor.save_pretrained(checkpoint)
     output = tmp_path / "lora"
-    _load_example("finetune").main([
+    load_example("finetune").main([
         "--model", str(checkpoint), "--lora", "--lora-rank", "4",
         "--dataset-format", "msrvtt_qa", "--annotations", str(annotation), "--video-dir", str(videos),
         "--output-dir", str(output), "--max-steps", "1", "--per-device-train-batch-size", "2",
@@ -122,7 +109,7 @@ def test_finetune_script_trains_lora_adapters_that_evaluate_py_applies(tmp_path,
     ])
     assert (output / "adapter_model.safetensors").exists() and not (output / "model.safetensors").exists()
 
-    results = _load_example("evaluate").main([
+    results = load_example("evaluate").main([
         "--model", str(checkpoint), "--adapter", str(output), "--dataset-format", "msrvtt_qa",
         "--annotations", str(annotation), "--video-dir", str(videos), "--batch-size", "4", "--max-new-tokens", "3",
     ])

@@ -162,30 +162,27 @@ def _serve(data: bytes, cut_at=None):
     return server
 
 
-def test_an_http_stream_on_localhost_is_read_as_it_arrives(stream_bytes):
-    server = _serve(stream_bytes)
+def _read_served(server, chunks: list) -> None:
+    """`server`'s stream read with `LiveReader` into `chunks`, the server told of each chunk; then shut down."""
     try:
-        chunks = []
         for chunk in LiveReader(f"http://127.0.0.1:{server.server_port}/live.ts", stall_timeout=10.0, **CHUNK):
             chunks.append(chunk)
             server.chunk_seen.set()
     finally:
         server.chunk_seen.set()
         server.shutdown()
+
+
+def test_an_http_stream_on_localhost_is_read_as_it_arrives(stream_bytes):
+    chunks = []
+    _read_served(_serve(stream_bytes), chunks)
     _check_chunks(chunks)
 
 
 def test_a_dropped_connection_hands_out_the_chunk_in_progress_then_raises(stream_bytes):
-    server = _serve(stream_bytes, cut_at=len(stream_bytes) // 2)
     chunks = []
-    try:
-        with pytest.raises(LiveSourceError, match="127.0.0.1"):
-            for chunk in LiveReader(f"http://127.0.0.1:{server.server_port}/live.ts", stall_timeout=10.0, **CHUNK):
-                chunks.append(chunk)
-                server.chunk_seen.set()
-    finally:
-        server.chunk_seen.set()
-        server.shutdown()
+    with pytest.raises(LiveSourceError, match="127.0.0.1"):
+        _read_served(_serve(stream_bytes, cut_at=len(stream_bytes) // 2), chunks)
     assert len(chunks) >= 2 and not chunks[-1].complete and all(chunk.complete for chunk in chunks[:-1])
     _check_chunks(chunks[:-1], len(chunks) - 1)
 

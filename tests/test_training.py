@@ -2,9 +2,9 @@
 
 import pytest
 import torch
-from transformers import Trainer, TrainingArguments
 
 from conftest import random_media, tiny_model
+from dataset_fixtures import one_sgd_step_updates
 from mirasol_hf import MirasolConfig, MirasolForConditionalGeneration
 
 
@@ -38,30 +38,6 @@ def _collate(examples):
     return {key: torch.stack([example[key] for example in examples]) for key in examples[0]}
 
 
-def _one_sgd_step(tmp_path, config, examples, batch_size, accumulation):
-    torch.manual_seed(0)
-    model = MirasolForConditionalGeneration(config)
-    before = {name: p.detach().clone() for name, p in model.named_parameters()}
-    args = TrainingArguments(
-        output_dir=str(tmp_path / f"run-{batch_size}-{accumulation}"),
-        per_device_train_batch_size=batch_size,
-        gradient_accumulation_steps=accumulation,
-        max_steps=1,
-        learning_rate=1.0,
-        optim="sgd",
-        lr_scheduler_type="constant",
-        weight_decay=0.0,
-        max_grad_norm=0.0,
-        use_cpu=True,
-        report_to=[],
-        save_strategy="no",
-        dataloader_num_workers=0,
-        seed=0,
-    )
-    Trainer(model=model, args=args, train_dataset=examples, data_collator=_collate).train()
-    return {name: before[name] - p.detach() for name, p in model.named_parameters()}
-
-
 @pytest.mark.parametrize(
     "answer_lengths, weights",
     [
@@ -74,8 +50,8 @@ def _one_sgd_step(tmp_path, config, examples, batch_size, accumulation):
 def test_gradient_accumulation_matches_one_large_batch(tmp_path, answer_lengths, weights):
     config = MirasolConfig.from_preset("tiny", **weights)
     examples = _examples(config, answer_lengths)
-    large = _one_sgd_step(tmp_path, config, examples, batch_size=2, accumulation=1)
-    accumulated = _one_sgd_step(tmp_path, config, examples, batch_size=1, accumulation=2)
+    large = one_sgd_step_updates(tmp_path, config, examples, _collate, batch_size=2, accumulation=1)
+    accumulated = one_sgd_step_updates(tmp_path, config, examples, _collate, batch_size=1, accumulation=2)
     for name in large:
         torch.testing.assert_close(accumulated[name], large[name], atol=1e-6, rtol=1e-4, msg=name)
     assert sum(update.abs().sum() for update in large.values()) > 0

@@ -4,7 +4,6 @@ launch`, resumes from a checkpoint, and examples/evaluate.py scores the result. 
 checks: the loss curve equals a single-process run's, each process holds about half the parameters, and resuming
 gives the loss of not stopping."""
 
-import importlib.util
 import json
 import re
 import socket
@@ -16,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import REPO, load_example
 from dataset_fixtures import write_msrvtt_qa
 from mirasol_hf import MirasolForConditionalGeneration, MirasolProcessor
 from mirasol_hf.cli import main as cli_main
@@ -23,15 +23,7 @@ from mirasol_hf.preprocess import build_processor, load_cache
 from mirasol_hf.training import LOSS_COMPONENTS
 
 
-REPO = Path(__file__).resolve().parents[1]
 NUM_VIDEOS, QUESTIONS_PER_VIDEO = 4, 3
-
-
-def _script(name: str):
-    spec = importlib.util.spec_from_file_location(f"example_{name}", REPO / "examples" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _free_port() -> int:
@@ -119,8 +111,8 @@ def test_fsdp_on_two_cpu_processes_shards_matches_one_process_resumes_and_evalua
 
     # The same training in one process, 2 clips a step: the loss curve of the 2 x 1 clips sharded run.
     single = tmp_path / "single"
-    _script("finetune").main(common + ["--output-dir", str(single), "--per-device-train-batch-size", "2",
-                                       "--use-cpu"])
+    load_example("finetune").main(common + ["--output-dir", str(single), "--per-device-train-batch-size", "2",
+                                            "--use-cpu"])
     sharded_losses, single_losses = _losses(sharded), _losses(single)
     assert sorted(sharded_losses) == [1, 2, 3]
     for step in (1, 2, 3):
@@ -142,7 +134,7 @@ def test_fsdp_on_two_cpu_processes_shards_matches_one_process_resumes_and_evalua
     MirasolForConditionalGeneration.from_pretrained(sharded)
     MirasolProcessor.from_pretrained(sharded)
     results_file = tmp_path / "results.json"
-    _script("evaluate").main([
+    load_example("evaluate").main([
         "--model", str(sharded), "--dataset-format", "msrvtt_qa", "--annotations", str(root / "test_qa.json"),
         "--video-dir", str(videos), "--batch-size", "2", "--max-new-tokens", "3", "--output", str(results_file),
     ])
@@ -165,7 +157,7 @@ def test_a_launch_that_asked_for_two_processes_and_started_one_is_refused(monkey
         monkeypatch.delenv(name, raising=False)
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
-    finetune = _script("finetune")
+    finetune = load_example("finetune")
     with pytest.raises(SystemExit, match="started one"):
         finetune.parse_arguments(["--preset", "tiny", "--cache", str(tmp_path), "--output-dir", str(tmp_path)])
 
@@ -176,4 +168,6 @@ def test_a_deepspeed_launch_without_gpus_is_refused(monkeypatch, tmp_path):
     monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
     monkeypatch.setattr(torch.accelerator, "is_available", lambda: False)
     with pytest.raises(SystemExit, match="DeepSpeed needs GPUs"):
-        _script("finetune").parse_arguments(["--preset", "tiny", "--cache", str(tmp_path), "--output-dir", str(tmp_path)])
+        load_example("finetune").parse_arguments(
+            ["--preset", "tiny", "--cache", str(tmp_path), "--output-dir", str(tmp_path)]
+        )

@@ -6,6 +6,7 @@ import copy
 import pytest
 import torch
 
+from conftest import random_media, random_text
 from mirasol_hf import MirasolConfig, MirasolForConditionalGeneration, MirasolModel
 
 NUM_CHUNKS = 4
@@ -25,21 +26,11 @@ def model():
 
 
 def make_media(config, batch=2, seed=0):
-    generator = torch.Generator().manual_seed(seed)
-    size = config.video_config.image_size
-    return {
-        "pixel_values_videos": torch.randn(
-            batch, NUM_CHUNKS * config.frames_per_chunk, 3, size, size, generator=generator
-        ),
-        "input_features": torch.randn(
-            batch, config.audio_config.num_mel_bins, NUM_CHUNKS * config.audio_frames_per_chunk, generator=generator
-        ),
-    }
+    return random_media(config, batch, NUM_CHUNKS, seed)
 
 
 def make_ids(config, batch=2, length=6, seed=1):
-    generator = torch.Generator().manual_seed(seed)
-    return torch.randint(3, config.text_config.vocab_size, (batch, length), generator=generator)
+    return random_text(config, batch, length, seed)
 
 
 # ---- 1. recorded outputs -------------------------------------------------------------------------------------------
