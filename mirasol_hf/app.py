@@ -43,6 +43,8 @@ SAMPLE_SEED = 2024
 WATCH_CHUNK_SECONDS = 1.0
 WATCH_REFRESH_SECONDS = 0.5
 WATCH_STOP_TIMEOUT = 5.0  # seconds `Stop` waits for the chunk in progress
+# Addresses the tab follows (FFmpeg protocols); files on the server (paths, file://) only when the app allows them.
+NETWORK_STREAM_SCHEMES = ("http", "https", "udp", "rtp", "rtsp", "rtmp", "srt", "tcp")
 
 # Drawing the chunk picture, in pixels.
 FRAME_SIDE = 64
@@ -388,8 +390,21 @@ def _watch_status(session: WatchSession) -> str:
     return f"Done: {chunks} watched."
 
 
-def start_watching(source: str, questions_text: str, every, model: str, session: WatchSession | None):
-    """The tab's Start: (session, status, answers HTML, timer active). A previous stream of the page is stopped."""
+def _refuse_source(source: str, local_files: bool) -> str | None:
+    """Why `source` is not followed, or None: a URL with a scheme FFmpeg does not stream from the network, or a file
+    on the server when `local_files` is off (a public Space must not read its own files for visitors)."""
+    scheme = source.split("://", 1)[0].lower() if "://" in source else None
+    if scheme is None or scheme == "file":
+        return None if local_files else "this app follows network streams only (http://, udp://, ...), not files."
+    if scheme not in NETWORK_STREAM_SCHEMES:
+        return f"{scheme}:// is not a stream address; use one of: {', '.join(NETWORK_STREAM_SCHEMES)}."
+    return None
+
+
+def start_watching(source: str, questions_text: str, every, model: str, session: WatchSession | None,
+                   local_files: bool = True):
+    """The tab's Start: (session, status, answers HTML, timer active). A previous stream of the page is stopped.
+    `local_files=False` refuses paths and file:// addresses."""
     from .streaming import LiveReader, MirasolWatcher
 
     if session is not None:
@@ -402,6 +417,9 @@ def start_watching(source: str, questions_text: str, every, model: str, session:
         return None, "Write at least one question, one per line.", "", False
     if every is None or not float(every) > 0:
         return None, "Ask every: give a positive number of seconds.", "", False
+    refusal = _refuse_source(source, local_files)
+    if refusal:
+        return None, f"**Could not watch this stream:** {_markdown_text(refusal)}", "", False
     try:
         model, processor = load_watch_model(_model_name(model))
     except (OSError, ValueError) as error:
@@ -455,11 +473,13 @@ CSS = """
 """
 
 
-def build_demo(model: str = DEFAULT_MODEL, sample_folder=None, model_choice: bool = True):
+def build_demo(model: str = DEFAULT_MODEL, sample_folder=None, model_choice: bool = True,
+               watch_local_files: bool = True):
     """The Gradio app (a `gr.Blocks`) answering with `model` unless the page's model box says otherwise.
 
     `sample_folder` is where the sample clip is written (a temporary folder by default). `model_choice=False` hides
-    the model box (a public Space should not let visitors make it download any checkpoint).
+    the model box (a public Space should not let visitors make it download any checkpoint);
+    `watch_local_files=False` makes the stream tab refuse files on the server (paths, file://).
     """
     import gradio as gr
 
@@ -505,13 +525,13 @@ def build_demo(model: str = DEFAULT_MODEL, sample_folder=None, model_choice: boo
                 sample_button.click(load_sample, outputs=[video, questions, status])
                 ask_button.click(ask, inputs=[video, questions, model_box], outputs=[status, answers, picture])
             with gr.Tab("Watch a stream", id="watch-tab", elem_id="watch-tab"):
-                _watch_tab(gr, model_box)
+                _watch_tab(gr, demo, model_box, watch_local_files)
     demo.mirasol_css = CSS
     demo.mirasol_allowed_paths = [sample_folder]
     return demo
 
 
-def _watch_tab(gr, model_box) -> None:
+def _watch_tab(gr, demo, model_box, local_files: bool) -> None:
     """The "Watch a stream" tab's components and events (inside `build_demo`'s Blocks)."""
     gr.Markdown(
         "## Watch a stream\n"
@@ -530,14 +550,27 @@ def _watch_tab(gr, model_box) -> None:
         stop_button = gr.Button("Stop", elem_id="stop-watch")
     watch_status = gr.Markdown(elem_id="watch-status")
     watch_answers = gr.HTML(elem_id="watch-answers")
-    # Per page: the session's watcher is stopped when the page is closed (its state is deleted).
+    # Per page. Gradio deletes a closed page's state an hour later (then its watcher is stopped too); the page's
+    # unload event stops it at once, through `watching` (unload handlers get no inputs, only the session id).
     session = gr.State(None, delete_callback=lambda session: session is not None and session.stop())
     timer = gr.Timer(WATCH_REFRESH_SECONDS, active=False)
+    watching: dict[str, WatchSession] = {}
 
-    def start(source_text, questions_text, every_seconds, model, current):
+    def start(source_text, questions_text, every_seconds, model, current, request: gr.Request):
         new_session, status, answers, active = start_watching(source_text, questions_text, every_seconds, model,
-                                                              current)
+                                                              current, local_files)
+        watching.pop(request.session_hash, None)
+        if new_session is not None:
+            watching[request.session_hash] = new_session
         return new_session, status, answers, gr.Timer(active=active)
+
+    def page_closed(request: gr.Request):
+        closed = watching.pop(request.session_hash, None)
+        if closed is not None:
+            closed.stop()
+
+    # Gradio passes the request to a parameter annotated gr.Request (this module's annotations are strings).
+    start.__annotations__["request"] = page_closed.__annotations__["request"] = gr.Request
 
     def refresh(current):
         status, answers, active = refresh_watching(current)
@@ -551,6 +584,7 @@ def _watch_tab(gr, model_box) -> None:
                        outputs=[session, watch_status, watch_answers, timer])
     timer.tick(refresh, inputs=[session], outputs=[watch_status, watch_answers, timer])
     stop_button.click(stop, inputs=[session], outputs=[watch_status, timer])
+    demo.unload(page_closed)
 
 
 def launch(demo, host: str = "127.0.0.1", port: int = 7860, **launch_kwargs):

@@ -290,17 +290,7 @@ def watch_in_page(driver, url: str, source: str, questions: list[str], every: fl
     """
     from selenium.webdriver.common.by import By
 
-    driver.get(url)
-    tab = "//button[@role='tab' and contains(., 'Watch a stream')]"
-    _wait(driver, lambda d: d.find_elements(By.XPATH, tab), 60, "the stream tab")
-    driver.find_element(By.XPATH, tab).click()
-    _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#source textarea, #source input"), 30, "the tab")
-    driver.find_element(By.CSS_SELECTOR, "#source textarea, #source input").send_keys(source)
-    every_box = driver.find_element(By.CSS_SELECTOR, "#every input")
-    every_box.clear()
-    every_box.send_keys(str(every))
-    driver.find_element(By.CSS_SELECTOR, "#watch-questions textarea").send_keys("\n".join(questions))
-    driver.find_element(By.ID, "start-watch").click()
+    _start_watching(driver, url, source, questions, every)
     statuses = []
 
     def ended(d):
@@ -326,6 +316,35 @@ def watch_in_page(driver, url: str, source: str, questions: list[str], every: fl
         "status": driver.find_element(By.ID, "watch-status").text,
         "page_text": driver.find_element(By.TAG_NAME, "body").text,
     }
+
+
+def watch_then_leave(driver, url: str, source: str, questions: list[str], every: float) -> str:
+    """Start watching `source` in the stream tab, wait until a chunk is in, then leave the page; returns the status
+    it showed last."""
+    from selenium.webdriver.common.by import By
+
+    _start_watching(driver, url, source, questions, every)
+    watching = "//*[@id='watch-status'][contains(., 'chunk(s) of') and not(contains(., ': 0 chunk(s)'))]"
+    _wait(driver, lambda d: d.find_elements(By.XPATH, watching), ANSWER_TIMEOUT, "a chunk of the stream")
+    status = driver.find_element(By.ID, "watch-status").text
+    driver.get("about:blank")
+    return status
+
+
+def _start_watching(driver, url: str, source: str, questions: list[str], every: float) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.get(url)
+    tab = "//button[@role='tab' and contains(., 'Watch a stream')]"
+    _wait(driver, lambda d: d.find_elements(By.XPATH, tab), 60, "the stream tab")
+    driver.find_element(By.XPATH, tab).click()
+    _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#source textarea, #source input"), 30, "the tab")
+    driver.find_element(By.CSS_SELECTOR, "#source textarea, #source input").send_keys(source)
+    every_box = driver.find_element(By.CSS_SELECTOR, "#every input")
+    every_box.clear()
+    every_box.send_keys(str(every))
+    driver.find_element(By.CSS_SELECTOR, "#watch-questions textarea").send_keys("\n".join(questions))
+    driver.find_element(By.ID, "start-watch").click()
 
 
 def answer_sample_in_page(driver, url: str) -> dict:

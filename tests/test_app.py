@@ -26,6 +26,7 @@ from app_browser import (
     outside_requests,
     record_in_page,
     watch_in_page,
+    watch_then_leave,
 )
 from mirasol_hf import DEFAULT_MODEL
 from mirasol_hf import app
@@ -40,6 +41,7 @@ STREAM_SEED = 2026  # clips neither trained nor reported on
 STREAM_CLIPS = 2  # 8 s of stream: 8 chunks of app.WATCH_CHUNK_SECONDS
 WATCH_EVERY = 2.0  # seconds of the stream: asked as of chunks 2, 4, 6 and 8 (ending at 2, 4, 6, 8 s)
 STREAM_PIECES, STREAM_PAUSE = 16, 0.15  # the server sends the stream in pieces, pausing between them
+LEAVE_PAUSE = 0.5  # a slow stream (8 s to send) for leaving the page while it plays
 
 
 class _LiveStreamHandler(http.server.BaseHTTPRequestHandler):
@@ -65,8 +67,8 @@ class _LiveStreamHandler(http.server.BaseHTTPRequestHandler):
                 time.sleep(self.server.pause)
             self.wfile.write(b"0\r\n\r\n")  # the end of the stream
             self.wfile.flush()
-        except (BrokenPipeError, ConnectionResetError):  # the reader stopped
-            pass
+        except (BrokenPipeError, ConnectionResetError):  # the reader stopped reading
+            self.server.dropped.set()
         self.close_connection = True
 
     def log_message(self, *args):
@@ -75,12 +77,14 @@ class _LiveStreamHandler(http.server.BaseHTTPRequestHandler):
 
 @contextlib.contextmanager
 def serve_stream(data: bytes, pause: float = STREAM_PAUSE):
-    """`data` served over HTTP on 127.0.0.1 from a thread; yields its URL."""
+    """`data` served over HTTP on 127.0.0.1 from a thread; yields the server: its `url`, and `dropped`, set when a
+    reader closed the connection before the end."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _LiveStreamHandler)
-    server.data, server.pause, server.daemon_threads = data, pause, True
+    server.data, server.pause, server.daemon_threads, server.dropped = data, pause, True, threading.Event()
+    server.url = f"http://127.0.0.1:{server.server_port}/live.ts"
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        yield f"http://127.0.0.1:{server.server_port}/live.ts"
+        yield server
     finally:
         server.shutdown()
         server.server_close()
@@ -118,7 +122,10 @@ def test_app_in_a_browser_answers_uploads_recordings_and_streams_like_the_pipeli
     stream_questions = [stream_clips[1].questions[1].question, stream_clips[1].questions[3].question]
     dead_url = f"http://127.0.0.1:{free_port()}/live.ts"  # nothing listens there
 
-    with AppServer(DEFAULT_MODEL, tmp_path) as server, serve_stream(_stream_bytes(stream_clips)) as stream_url:
+    stream = _stream_bytes(stream_clips)
+    with (AppServer(DEFAULT_MODEL, tmp_path) as server, serve_stream(stream) as stream_server,
+          serve_stream(stream, pause=LEAVE_PAUSE) as slow_server):
+        stream_url = stream_server.url
         # While the app starts: the watcher run directly on the same stream, and what the dead address raises.
         watch_model, watch_processor = app.load_watch_model(DEFAULT_MODEL)
         watcher = MirasolWatcher(watch_model, watch_processor, _live_reader(stream_url, watch_processor),
@@ -140,6 +147,9 @@ def test_app_in_a_browser_answers_uploads_recordings_and_streams_like_the_pipeli
             recorded_page = record_in_page(driver, server.url, RECORD_SECONDS, questions[:1])
             watched_page = watch_in_page(driver, server.url, stream_url, stream_questions, WATCH_EVERY)
             dead_page = watch_in_page(driver, server.url, dead_url, stream_questions, WATCH_EVERY)
+            left_status = watch_then_leave(driver, server.url, slow_server.url, stream_questions, WATCH_EVERY)
+            # Leaving the page stops its watcher: the reader closes the connection long before the stream's end.
+            left_page_stopped_reading = slow_server.dropped.wait(LEAVE_PAUSE * STREAM_PIECES / 2)
             browser_outside = outside_requests(driver)
         app_outside = server.network_attempts()
 
@@ -199,6 +209,9 @@ def test_app_in_a_browser_answers_uploads_recordings_and_streams_like_the_pipeli
     assert dead_page["status"].startswith("Could not watch this stream:"), dead_page["status"]
     assert str(dead_error.value).split(": ", 1)[1] in dead_page["status"]
     assert dead_page["rows"] == [] and "Traceback" not in dead_page["page_text"]
+
+    assert left_status.startswith("Watching"), left_status
+    assert left_page_stopped_reading, "the watcher went on reading after its page was left"
 
     assert browser_outside == [], "the page asked for something outside this machine"
     assert app_outside == [], "the app tried to reach the network"
@@ -298,7 +311,8 @@ def test_sample_clip_is_the_one_examples_answer_writes():
 
 def test_stopping_a_watched_stream_stops_its_watcher_thread():
     clips = generate_dataset(1, seed=STREAM_SEED)
-    with serve_stream(_stream_bytes(clips), pause=0.2) as url:  # 4 s of stream sent over 3.2 s
+    with serve_stream(_stream_bytes(clips), pause=0.2) as server:  # 4 s of stream sent over 3.2 s
+        url = server.url
         session, status, _, active = app.start_watching(url, "what?\n", 2, "default", None)
         assert active and status.startswith("Watching")
         assert session.watcher.wait_for_chunks(1, timeout=60)
@@ -315,3 +329,12 @@ def test_start_watching_shows_clear_messages_for_missing_inputs():
     assert app.start_watching(" ", "what?", 2, "default", None)[1].startswith("Give a stream's address")
     assert app.start_watching("x.ts", "\n", 2, "default", None)[1] == "Write at least one question, one per line."
     assert app.start_watching("x.ts", "what?", 0, "default", None)[1].startswith("Ask every")
+    refused = "**Could not watch this stream:** this app follows network streams only"
+    for source in ("/etc/hostname", "file:///etc/hostname"):
+        assert app.start_watching(source, "what?", 2, "default", None, local_files=False)[1].startswith(refused)
+    status = app.start_watching("gopher://127.0.0.1/x", "what?", 2, "default", None)[1]
+    assert status.startswith("**Could not watch this stream:** gopher:// is not a stream address")
+    # a path is followed where files are allowed (the reader says when there is no such file)
+    session, status, _, _ = app.start_watching("/no/such/file.ts", "what?", 2, "default", None)
+    assert not session.watcher.wait_for_chunks(1, timeout=30)  # the stream ended without a chunk
+    assert app.refresh_watching(session)[0] == "**Could not watch this stream:** /no/such/file.ts: no such file"
