@@ -8,7 +8,9 @@ The page takes an uploaded (or recorded) video and any number of questions, answ
 "video-question-answering" pipeline (the video is read and encoded once for all questions), and draws the sampled
 frames grouped by chunk with their time spans, the audio log-mel of each chunk, and how much the text decoder's
 cross-attention went to each chunk while it wrote each answer. `examples/app/app.py` is the same app as a Hugging Face
-Space. Nothing here reaches the network: Gradio's analytics are off and no share link is made (a Hub id given as the
+Space. A second tab, "Watch a stream", follows a live source (a URL or a file being written) with a `MirasolWatcher`
+and shows, as the stream plays, each answer with the span of the stream it covers and its attention per chunk.
+Nothing here reaches the network: Gradio's analytics are off and no share link is made (a Hub id given as the
 model is the one download).
 """
 
@@ -36,6 +38,13 @@ DEFAULT_MODEL_LABEL = "default"  # what the model box shows for mirasol_hf.DEFAU
 MAX_NEW_TOKENS = 8
 # The clip README's first command (examples/answer.py) writes and asks about.
 SAMPLE_SEED = 2024
+
+# Watching a stream: seconds of the source per chunk (the CLI's default) and how often the page looks for answers.
+WATCH_CHUNK_SECONDS = 1.0
+WATCH_REFRESH_SECONDS = 0.5
+WATCH_STOP_TIMEOUT = 5.0  # seconds `Stop` waits for the chunk in progress
+# Addresses the tab follows (FFmpeg protocols); files on the server (paths, file://) only when the app allows them.
+NETWORK_STREAM_SCHEMES = ("http", "https", "udp", "rtp", "rtsp", "rtmp", "srt", "tcp")
 
 # Drawing the chunk picture, in pixels.
 FRAME_SIDE = 64
@@ -291,6 +300,171 @@ def ask(video, questions_text: str, model: str):
     return status, answers_html(result), chunk_picture(result)
 
 
+@lru_cache(maxsize=2)
+def load_watch_model(model: str = DEFAULT_MODEL):
+    """`(model, processor)` as `mirasol-hf watch` loads them (a window of the model's `num_chunks`), kept."""
+    from .streaming.watch import load_watch_model as load
+
+    return load(model)
+
+
+@dataclass
+class WatchedAnswers:
+    """Answers as of one chunk of a stream: `answers` (`MirasolWatchAnswer`s, one per question) and
+    `chunk_attention` `(Q, covered chunks)`, the share of cross-attention per chunk (see `chunk_attention`)."""
+
+    answers: list
+    chunk_attention: np.ndarray
+
+
+class WatchSession:
+    """One page's stream: the watcher encoding it, its questions, when to ask, and the answers so far."""
+
+    def __init__(self, watcher, source: str, questions: list[str], every: float):
+        from .streaming.watch import AskSchedule
+
+        self.watcher, self.source, self.questions = watcher, source, questions
+        self.schedule = AskSchedule(every)
+        self.results: list[WatchedAnswers] = []
+
+    def ask(self, at_chunk: int | None = None) -> None:
+        answers, generated, prompt_length = self.watcher.ask(self.questions, at_chunk=at_chunk, return_generated=True)
+        covered = answers[0].last_chunk - answers[0].first_chunk + 1
+        eos = self.watcher.processor.tokenizer.eos_token_id
+        self.results.append(WatchedAnswers(answers, chunk_attention(generated, prompt_length, eos, covered)))
+
+    def stop(self) -> None:
+        self.watcher.stop(WATCH_STOP_TIMEOUT)
+
+
+def watch_html(results: list[WatchedAnswers]) -> str:
+    """Answers of a stream, newest first: the chunks and seconds each covers, question, answer, attention per chunk."""
+    rows = []
+    for result in reversed(results):
+        for answer, shares in zip(result.answers, result.chunk_attention):
+            cells = "".join(
+                f'<td class="attention" style="background: rgba(230, 110, 30, {float(share):.2f})">'
+                f"<small>chunk {answer.first_chunk + offset + 1}</small><br>{100 * share:.0f}%</td>"
+                for offset, share in enumerate(shares)
+            )
+            rows.append(
+                f'<tr data-first-chunk="{answer.first_chunk}" data-last-chunk="{answer.last_chunk}">'
+                f'<td class="span">chunks {answer.first_chunk + 1}-{answer.last_chunk + 1}<br>'
+                f"<small>{answer.start_time:.1f}-{answer.end_time:.1f} s</small></td>"
+                f'<td class="question">{html.escape(answer.question)}</td>'
+                f'<td class="answer"><b>{html.escape(answer.text)}</b></td>{cells}</tr>'
+            )
+    if not rows:
+        return ""
+    return (
+        '<table class="mirasol-answers"><thead><tr><th>stream span</th><th>question</th><th>answer</th>'
+        f"<th>attention per chunk</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    )
+
+
+def _markdown_text(text) -> str:
+    """`text` for a Markdown status: HTML tags escaped, quotes left as they are (an autolinked URL would show an
+    escaped quote after it literally)."""
+    return html.escape(str(text), quote=False)
+
+
+def _markdown_code(text: str) -> str:
+    """`text` as inline code in a Markdown status (shown as typed; backticks in it dropped)."""
+    return "`" + str(text).replace("`", "") + "`"
+
+
+def _watch_status(session: WatchSession) -> str:
+    watcher = session.watcher
+    chunks = f"{watcher.num_chunks} chunk(s) of {WATCH_CHUNK_SECONDS:g} s"
+    if watcher.error is not None:
+        from .streaming.live import LiveSourceError
+
+        known = isinstance(watcher.error, (LiveSourceError, ValueError, OSError))
+        message = str(watcher.error) if known else f"{type(watcher.error).__name__}: {watcher.error}"
+        prefix = "Could not watch this stream" if not watcher.num_chunks else f"The stream failed after {chunks}"
+        return f"**{prefix}:** {_markdown_text(message)}"
+    if watcher.running:
+        return f"Watching {_markdown_code(session.source)}: {chunks} so far."
+    if not watcher.num_chunks:
+        return f"**Could not watch this stream:** {_markdown_code(session.source)} gave no chunk."
+    return f"Done: {chunks} watched."
+
+
+def _refuse_source(source: str, local_files: bool) -> str | None:
+    """Why `source` is not followed, or None: a URL with a scheme FFmpeg does not stream from the network, or a file
+    on the server when `local_files` is off (a public Space must not read its own files for visitors)."""
+    scheme = source.split("://", 1)[0].lower() if "://" in source else None
+    if scheme is None or scheme == "file":
+        return None if local_files else "this app follows network streams only (http://, udp://, ...), not files."
+    if scheme not in NETWORK_STREAM_SCHEMES:
+        return f"{scheme}:// is not a stream address; use one of: {', '.join(NETWORK_STREAM_SCHEMES)}."
+    return None
+
+
+def start_watching(source: str, questions_text: str, every, model: str, session: WatchSession | None,
+                   local_files: bool = True):
+    """The tab's Start: (session, status, answers HTML, timer active). A previous stream of the page is stopped.
+    `local_files=False` refuses paths and file:// addresses."""
+    from .streaming import LiveReader, MirasolWatcher
+
+    if session is not None:
+        session.stop()
+    source = (source or "").strip()
+    questions = [line.strip() for line in (questions_text or "").splitlines() if line.strip()]
+    if not source:
+        return None, "Give a stream's address: http://..., udp://... or a file being written.", "", False
+    if not questions:
+        return None, "Write at least one question, one per line.", "", False
+    if every is None or not float(every) > 0:
+        return None, "Ask every: give a positive number of seconds.", "", False
+    refusal = _refuse_source(source, local_files)
+    if refusal:
+        return None, f"**Could not watch this stream:** {_markdown_text(refusal)}", "", False
+    try:
+        model, processor = load_watch_model(_model_name(model))
+    except (OSError, ValueError) as error:
+        return None, f"**Could not load the model** {_markdown_code(model)}: {_markdown_text(error)}", "", False
+    try:
+        reader = LiveReader(
+            source,
+            chunk_seconds=WATCH_CHUNK_SECONDS,
+            frames_per_chunk=processor.frames_per_chunk,
+            size=processor.image_size,
+            sampling_rate=processor.feature_extractor.sampling_rate,
+        )
+    except ValueError as error:
+        return None, f"**Could not watch this stream:** {_markdown_text(error)}", "", False
+    watcher = MirasolWatcher(model, processor, reader, max_new_tokens=MAX_NEW_TOKENS).start()
+    session = WatchSession(watcher, source, questions, float(every))
+    return session, _watch_status(session), "", True
+
+
+def refresh_watching(session: WatchSession | None):
+    """The tab's timer: asks as of each chunk that is due, then (status, answers HTML, timer still active)."""
+    if session is None:
+        return gr_skip(), gr_skip(), False
+    finished = not session.watcher.running  # read first: chunks encoded before it count as due below
+    for index in session.schedule.due(session.watcher):
+        session.ask(at_chunk=index)
+    if finished and session.schedule.due_at_end(session.watcher):
+        session.ask()  # the state at the end of the source
+    return _watch_status(session), watch_html(session.results), not finished
+
+
+def stop_watching(session: WatchSession | None):
+    """The tab's Stop: stops the watcher thread; (status, timer active)."""
+    if session is None:
+        return "Nothing is being watched.", False
+    session.stop()
+    return f"Stopped after {session.watcher.num_chunks} chunk(s).", False
+
+
+def gr_skip():
+    import gradio as gr
+
+    return gr.skip()
+
+
 CSS = """
 .mirasol-answers { border-collapse: collapse; margin-top: 4px; }
 .mirasol-answers th, .mirasol-answers td { border: 1px solid #ddd; padding: 4px 10px; text-align: center; }
@@ -299,11 +473,13 @@ CSS = """
 """
 
 
-def build_demo(model: str = DEFAULT_MODEL, sample_folder=None, model_choice: bool = True):
+def build_demo(model: str = DEFAULT_MODEL, sample_folder=None, model_choice: bool = True,
+               watch_local_files: bool = True):
     """The Gradio app (a `gr.Blocks`) answering with `model` unless the page's model box says otherwise.
 
     `sample_folder` is where the sample clip is written (a temporary folder by default). `model_choice=False` hides
-    the model box (a public Space should not let visitors make it download any checkpoint).
+    the model box (a public Space should not let visitors make it download any checkpoint);
+    `watch_local_files=False` makes the stream tab refuse files on the server (paths, file://).
     """
     import gradio as gr
 
@@ -316,39 +492,99 @@ def build_demo(model: str = DEFAULT_MODEL, sample_folder=None, model_choice: boo
         return path, "\n".join(questions), f"Sample clip loaded (true answers: {truth}). Press **Answer**."
 
     with gr.Blocks(title="Mirasol: ask a video", analytics_enabled=False) as demo:
-        gr.Markdown(
-            "## Mirasol: ask a video\n"
-            "Upload or record a video, write questions (one per line) and press **Answer**. The model cuts the "
-            "video into chunks of frames and audio; below the answers, each chunk's frames, its audio log-mel, and "
-            "how much each answer attended to it. The default model knows only synthetic clips of coloured shapes "
-            "and sounds: press **Load the sample clip** to try it."
-        )
-        with gr.Row():
-            video = gr.Video(
-                label="Video", sources=["upload", "webcam"], include_audio=True, elem_id="video"
-            )
-            with gr.Column():
-                questions = gr.Textbox(label="Questions, one per line", lines=5, elem_id="questions")
-                model_box = gr.Textbox(
-                    label="Model: a checkpoint folder or Hub id ('default': the model shipped with mirasol-hf)",
-                    value=model_label,
-                    visible=model_choice,
-                    elem_id="model",
+        with gr.Tabs():
+            with gr.Tab("Ask a video", id="ask-tab"):
+                gr.Markdown(
+                    "## Mirasol: ask a video\n"
+                    "Upload or record a video, write questions (one per line) and press **Answer**. The model cuts "
+                    "the video into chunks of frames and audio; below the answers, each chunk's frames, its audio "
+                    "log-mel, and how much each answer attended to it. The default model knows only synthetic clips "
+                    "of coloured shapes and sounds: press **Load the sample clip** to try it."
                 )
                 with gr.Row():
-                    sample_button = gr.Button("Load the sample clip", elem_id="sample")
-                    ask_button = gr.Button("Answer", variant="primary", elem_id="ask")
-        status = gr.Markdown(elem_id="status")
-        answers = gr.HTML(elem_id="answers")
-        picture = gr.Image(
-            label="Chunks: frames, audio log-mel, attention per answer", show_label=False, type="pil", format="png",
-            elem_id="chunks",
-        )
-        sample_button.click(load_sample, outputs=[video, questions, status])
-        ask_button.click(ask, inputs=[video, questions, model_box], outputs=[status, answers, picture])
+                    video = gr.Video(
+                        label="Video", sources=["upload", "webcam"], include_audio=True, elem_id="video"
+                    )
+                    with gr.Column():
+                        questions = gr.Textbox(label="Questions, one per line", lines=5, elem_id="questions")
+                        model_box = gr.Textbox(
+                            label="Model: a checkpoint folder or Hub id ('default': the model shipped with mirasol-hf)",
+                            value=model_label,
+                            visible=model_choice,
+                            elem_id="model",
+                        )
+                        with gr.Row():
+                            sample_button = gr.Button("Load the sample clip", elem_id="sample")
+                            ask_button = gr.Button("Answer", variant="primary", elem_id="ask")
+                status = gr.Markdown(elem_id="status")
+                answers = gr.HTML(elem_id="answers")
+                picture = gr.Image(
+                    label="Chunks: frames, audio log-mel, attention per answer", show_label=False, type="pil",
+                    format="png", elem_id="chunks",
+                )
+                sample_button.click(load_sample, outputs=[video, questions, status])
+                ask_button.click(ask, inputs=[video, questions, model_box], outputs=[status, answers, picture])
+            with gr.Tab("Watch a stream", id="watch-tab", elem_id="watch-tab"):
+                _watch_tab(gr, demo, model_box, watch_local_files)
     demo.mirasol_css = CSS
     demo.mirasol_allowed_paths = [sample_folder]
     return demo
+
+
+def _watch_tab(gr, demo, model_box, local_files: bool) -> None:
+    """The "Watch a stream" tab's components and events (inside `build_demo`'s Blocks)."""
+    gr.Markdown(
+        "## Watch a stream\n"
+        "Give a live source (`http://...`, `udp://...`, or a file being written, e.g. an MPEG-TS), questions (one "
+        f"per line) and how often to ask, in seconds of the stream. The stream is cut into {WATCH_CHUNK_SECONDS:g} s "
+        "chunks and encoded as it plays; each answer sees the last chunks the model was trained on and says which "
+        "span it covers, with the share of attention each of those chunks got. Closing the page stops the watcher."
+    )
+    with gr.Row():
+        with gr.Column():
+            source = gr.Textbox(label="Stream address", placeholder="http://127.0.0.1:8080/live.ts", elem_id="source")
+            every = gr.Number(label="Ask every (seconds of the stream)", value=4, minimum=0.1, elem_id="every")
+        watch_questions = gr.Textbox(label="Questions, one per line", lines=4, elem_id="watch-questions")
+    with gr.Row():
+        start_button = gr.Button("Start watching", variant="primary", elem_id="start-watch")
+        stop_button = gr.Button("Stop", elem_id="stop-watch")
+    watch_status = gr.Markdown(elem_id="watch-status")
+    watch_answers = gr.HTML(elem_id="watch-answers")
+    # Per page. Gradio deletes a closed page's state an hour later (then its watcher is stopped too); the page's
+    # unload event stops it at once, through `watching` (unload handlers get no inputs, only the session id).
+    session = gr.State(None, delete_callback=lambda session: session is not None and session.stop())
+    timer = gr.Timer(WATCH_REFRESH_SECONDS, active=False)
+    watching: dict[str, WatchSession] = {}
+
+    def start(source_text, questions_text, every_seconds, model, current, request: gr.Request):
+        new_session, status, answers, active = start_watching(source_text, questions_text, every_seconds, model,
+                                                              current, local_files)
+        watching.pop(request.session_hash, None)
+        if new_session is not None:
+            watching[request.session_hash] = new_session
+        return new_session, status, answers, gr.Timer(active=active)
+
+    def page_closed(request: gr.Request):
+        closed = watching.pop(request.session_hash, None)
+        if closed is not None:
+            closed.stop()
+
+    # Gradio passes the request to a parameter annotated gr.Request (this module's annotations are strings).
+    start.__annotations__["request"] = page_closed.__annotations__["request"] = gr.Request
+
+    def refresh(current):
+        status, answers, active = refresh_watching(current)
+        return status, answers, gr.Timer(active=active)
+
+    def stop(current):
+        status, active = stop_watching(current)
+        return status, gr.Timer(active=active)
+
+    start_button.click(start, inputs=[source, watch_questions, every, model_box, session],
+                       outputs=[session, watch_status, watch_answers, timer])
+    timer.tick(refresh, inputs=[session], outputs=[watch_status, watch_answers, timer])
+    stop_button.click(stop, inputs=[session], outputs=[watch_status, timer])
+    demo.unload(page_closed)
 
 
 def launch(demo, host: str = "127.0.0.1", port: int = 7860, **launch_kwargs):

@@ -277,6 +277,76 @@ def record_in_page(driver, url: str, seconds: float, questions: list[str]) -> di
     }
 
 
+# How the stream tab's status reads once it stops looking for answers (mirasol_hf/app.py's `_watch_status`).
+WATCH_ENDINGS = ("Done:", "Could not", "The stream failed", "Give a stream", "Write at least", "Ask every")
+
+
+def watch_in_page(driver, url: str, source: str, questions: list[str], every: float) -> dict:
+    """Open the app's "Watch a stream" tab, give `source`, `questions` and `every`, press Start and wait until the
+    stream ends (or the status says why it cannot be watched).
+
+    Returns `{"rows": [{"first_chunk", "last_chunk", "span", "question", "answer", "attention": ["37%", ...]}, ...]
+    (newest first), "statuses": [every status seen while waiting], "status": str, "page_text": str}`.
+    """
+    from selenium.webdriver.common.by import By
+
+    _start_watching(driver, url, source, questions, every)
+    statuses = []
+
+    def ended(d):
+        status = d.find_element(By.ID, "watch-status").text
+        if status and (not statuses or statuses[-1] != status):
+            statuses.append(status)
+        return status.startswith(WATCH_ENDINGS)
+
+    _wait(driver, ended, ANSWER_TIMEOUT, "the end of the stream")
+    rows = []
+    for row in driver.find_elements(By.CSS_SELECTOR, "#watch-answers tbody tr"):
+        rows.append({
+            "first_chunk": int(row.get_attribute("data-first-chunk")),
+            "last_chunk": int(row.get_attribute("data-last-chunk")),
+            "span": row.find_element(By.CSS_SELECTOR, "td.span").text,
+            "question": row.find_element(By.CSS_SELECTOR, "td.question").text,
+            "answer": row.find_element(By.CSS_SELECTOR, "td.answer").text,
+            "attention": [cell.text.splitlines()[-1] for cell in row.find_elements(By.CSS_SELECTOR, "td.attention")],
+        })
+    return {
+        "rows": rows,
+        "statuses": statuses,
+        "status": driver.find_element(By.ID, "watch-status").text,
+        "page_text": driver.find_element(By.TAG_NAME, "body").text,
+    }
+
+
+def watch_then_leave(driver, url: str, source: str, questions: list[str], every: float) -> str:
+    """Start watching `source` in the stream tab, wait until a chunk is in, then leave the page; returns the status
+    it showed last."""
+    from selenium.webdriver.common.by import By
+
+    _start_watching(driver, url, source, questions, every)
+    watching = "//*[@id='watch-status'][contains(., 'chunk(s) of') and not(contains(., ': 0 chunk(s)'))]"
+    _wait(driver, lambda d: d.find_elements(By.XPATH, watching), ANSWER_TIMEOUT, "a chunk of the stream")
+    status = driver.find_element(By.ID, "watch-status").text
+    driver.get("about:blank")
+    return status
+
+
+def _start_watching(driver, url: str, source: str, questions: list[str], every: float) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.get(url)
+    tab = "//button[@role='tab' and contains(., 'Watch a stream')]"
+    _wait(driver, lambda d: d.find_elements(By.XPATH, tab), 60, "the stream tab")
+    driver.find_element(By.XPATH, tab).click()
+    _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#source textarea, #source input"), 30, "the tab")
+    driver.find_element(By.CSS_SELECTOR, "#source textarea, #source input").send_keys(source)
+    every_box = driver.find_element(By.CSS_SELECTOR, "#every input")
+    every_box.clear()
+    every_box.send_keys(str(every))
+    driver.find_element(By.CSS_SELECTOR, "#watch-questions textarea").send_keys("\n".join(questions))
+    driver.find_element(By.ID, "start-watch").click()
+
+
 def answer_sample_in_page(driver, url: str) -> dict:
     """Open the app, press "Load the sample clip" then "Answer"; returns the questions shown and the answers."""
     from selenium.webdriver.common.by import By

@@ -167,9 +167,12 @@ class MirasolWatcher:
             self._new_chunk.wait_for(lambda: self._count >= count or self._finished, timeout)
             return self._count >= count
 
-    def ask(self, question: str | list[str], at_chunk: int | None = None):
+    def ask(self, question: str | list[str], at_chunk: int | None = None, return_generated: bool = False):
         """Answers a question (or a list of them, in one batch) from the chunks encoded so far, or as of chunk
-        `at_chunk` while the watcher still holds it (see `held_chunks`). Raises ValueError before the first chunk."""
+        `at_chunk` while the watcher still holds it (see `held_chunks`). Raises ValueError before the first chunk.
+
+        `return_generated=True` returns `(answers, generated, prompt_length)`: `generate`'s dict output with
+        `output_attentions=True` (its `cross_attentions` run over the covered chunks' media tokens)."""
         with self._lock:  # a consistent snapshot: encoding waits only for a few references to be read
             if not self._snapshots:
                 raise ValueError("no chunk encoded yet: nothing to answer from" + self._error_note())
@@ -196,14 +199,17 @@ class MirasolWatcher:
                 media_latents=media,
                 media_index=torch.zeros(batch, dtype=torch.long),  # every question reads the one stream
                 **self.generate_kwargs,
+                **({"return_dict_in_generate": True, "output_attentions": True} if return_generated else {}),
             )
-        texts = self.processor.post_process_answer(generated, prompts["input_ids"])
+        sequences = generated["sequences"] if return_generated else generated
+        texts = self.processor.post_process_answer(sequences, prompts["input_ids"])
         first = snapshot.last_chunk - snapshot.covered + 1
         answers = [
             MirasolWatchAnswer(asked, text, first, snapshot.last_chunk, snapshot.start_time, snapshot.end_time)
             for asked, text in zip(questions, texts)
         ]
-        return answers[0] if isinstance(question, str) else answers
+        answers = answers[0] if isinstance(question, str) else answers
+        return (answers, generated, prompts["input_ids"].shape[-1]) if return_generated else answers
 
     def _error_note(self) -> str:
         return f" (the stream failed: {self.error})" if self.error is not None else ""
@@ -236,15 +242,59 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
+def load_watch_model(model_path: str, context_chunks: int | None = None):
+    """`(model, processor)` for watching a stream: the model in eval mode with a latent-model window of
+    `context_chunks` (default: the `num_chunks` it was trained on), so state and time per chunk stay flat."""
+    from transformers import AutoConfig
+
+    from ..modeling_mirasol import MirasolForConditionalGeneration
+    from ..processing_mirasol import MirasolProcessor
+
+    config = AutoConfig.from_pretrained(model_path)
+    config.latent_config.context_chunks = context_chunks or config.num_chunks
+    model = MirasolForConditionalGeneration.from_pretrained(model_path, config=config).eval()
+    return model, MirasolProcessor.from_pretrained(model_path)
+
+
+class AskSchedule:
+    """When to ask while a watcher runs: as of the first chunk that reaches each `every` seconds of the source, from
+    its first chunk's start (None: only at the end). If encoding ran so far ahead that such a chunk is no longer
+    held, as of the next held one (its answer says which chunks it covers)."""
+
+    def __init__(self, every: float | None):
+        self.every = every
+        self.last_asked = -1  # the last chunk asked as of
+        self._next_time = None
+
+    def due(self, watcher: MirasolWatcher) -> list[int]:
+        """The held chunks to ask as of now, in order; each counts as asked."""
+        if self.every is None or watcher.first_start_time is None:
+            return []
+        if self._next_time is None:
+            self._next_time = watcher.first_start_time + self.every
+        due = []
+        for index, end_time in watcher.held_chunks():
+            if index > self.last_asked and end_time >= self._next_time - 1e-6:
+                due.append(index)
+                self.last_asked = index
+                while self._next_time <= end_time + 1e-6:
+                    self._next_time += self.every
+        return due
+
+    def due_at_end(self, watcher: MirasolWatcher) -> bool:
+        """Whether the state at the end of the source still needs asking (once the watcher is done); counts as asked."""
+        last = watcher.num_chunks - 1
+        if last < 0 or last == self.last_asked:
+            return False
+        self.last_asked = last
+        return True
+
+
 def watch_command(args, default_model: str | None) -> int:
     """`mirasol-hf watch SOURCE --ask QUESTION [--every 5s]`: prints `[start-end s] question answer` lines."""
     import json
     import sys
 
-    from transformers import AutoConfig
-
-    from ..modeling_mirasol import MirasolForConditionalGeneration
-    from ..processing_mirasol import MirasolProcessor
     from .live import LiveReader, LiveSourceError
 
     def fail(message: str) -> int:
@@ -256,10 +306,7 @@ def watch_command(args, default_model: str | None) -> int:
         return fail("no default model is shipped with this installation; pass --model PATH")
     try:
         every = parse_duration(args.every) if args.every else None
-        config = AutoConfig.from_pretrained(model_path)
-        config.latent_config.context_chunks = args.context_chunks or config.num_chunks
-        model = MirasolForConditionalGeneration.from_pretrained(model_path, config=config).eval()
-        processor = MirasolProcessor.from_pretrained(model_path)
+        model, processor = load_watch_model(model_path, args.context_chunks)
         reader = LiveReader(
             args.source,
             chunk_seconds=args.chunk_seconds,
@@ -273,31 +320,21 @@ def watch_command(args, default_model: str | None) -> int:
         return fail(str(error))
     watcher = MirasolWatcher(model, processor, reader, max_new_tokens=args.max_new_tokens).start()
 
-    def ask_all(at_chunk: int | None = None) -> int:
-        answers = watcher.ask(args.ask, at_chunk=at_chunk)
-        for answer in answers:
+    def ask_all(at_chunk: int | None = None) -> None:
+        for answer in watcher.ask(args.ask, at_chunk=at_chunk):
             if args.json:
                 print(json.dumps(answer.__dict__), flush=True)
             else:
                 print(f"[{answer.start_time:.1f}-{answer.end_time:.1f} s] {answer.question} {answer.text}", flush=True)
-        return answers[0].last_chunk
 
-    # Questions as of the chunk that reaches each `every` seconds of the source from its first chunk's start; if
-    # encoding ran so far ahead that it is no longer held, as of the latest chunk (the answer says which).
-    last_asked, next_ask = -1, None
+    schedule = AskSchedule(every)
     try:
         while watcher.wait_for_chunks(watcher.num_chunks + 1):
-            if every is None:
-                continue
-            next_ask = watcher.first_start_time + every if next_ask is None else next_ask
-            for index, end_time in watcher.held_chunks():
-                if index > last_asked and end_time >= next_ask - 1e-6:
-                    last_asked = ask_all(at_chunk=index)
-                    while next_ask <= end_time + 1e-6:
-                        next_ask += every
+            for index in schedule.due(watcher):
+                ask_all(at_chunk=index)
     except KeyboardInterrupt:
         watcher.stop()
-    if watcher.num_chunks and watcher.num_chunks - 1 != last_asked:
+    if schedule.due_at_end(watcher):
         ask_all()  # the state at the end of the source
     if watcher.error is not None:
         if isinstance(watcher.error, (LiveSourceError, ValueError)):
@@ -308,4 +345,12 @@ def watch_command(args, default_model: str | None) -> int:
     return 0
 
 
-__all__ = ["MirasolWatchAnswer", "MirasolWatcher", "chunk_inputs", "parse_duration", "watch_command"]
+__all__ = [
+    "AskSchedule",
+    "MirasolWatchAnswer",
+    "MirasolWatcher",
+    "chunk_inputs",
+    "load_watch_model",
+    "parse_duration",
+    "watch_command",
+]
