@@ -35,7 +35,7 @@ from mirasol_hf import MirasolConfig, MirasolForConditionalGeneration, MirasolPr
 from mirasol_hf.data import group_by_clip, load_msrvtt_qa
 from mirasol_hf.preprocess import load_cache, preprocess
 from mirasol_hf.synthetic import generate_clip, write_mp4
-from mirasol_hf.training import MirasolDataCollator
+from mirasol_hf.training import TRAINING_STAGES, MirasolDataCollator, apply_training_stage
 
 
 def _cpu_seconds() -> float:
@@ -90,6 +90,8 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--video-size", type=int, default=128)
     parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--stage", default="finetune", choices=TRAINING_STAGES,
+                        help="which weights the training step trains (pretrain: the text decoder frozen, as the paper)")
     parser.add_argument("--media-only", action="store_true",
                         help="decoding and the cache only, no model (for presets too large to train here)")
     args = parser.parse_args()
@@ -132,10 +134,12 @@ def main():
     }
     if not args.media_only:
         # lr 0: every measurement times the same weights
+        apply_training_stage(model, args.stage)
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.0)
         grouped_batch = next(iter(loader(cache, args.batch_clips)))
         measurements.update({
-            f"training step, {args.preset} ({args.batch_clips} clips x {args.questions_per_clip} questions)":
+            f"training step, {args.preset}, {args.stage} "
+            f"({args.batch_clips} clips x {args.questions_per_clip} questions)":
                 ("clips", steps),
             "decode + step, grouped by clip": ("questions", lambda: pipeline(clips, args.batch_clips)),
             "decode + step, one row per question": ("questions", lambda: pipeline(rows, batch_questions)),
