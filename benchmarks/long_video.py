@@ -8,17 +8,20 @@ For 32 to 1024 frames, a small configuration (widths 64), three models:
   transformer combiner), so the video encoder and the combiner attend over all of the clip's tokens at once.
 
 Each cell is one forward (`model(input_ids=..., pixel_values_videos=..., input_features=...)`, batch 1, a 16-token
-prompt, eval, inference mode) measured in its own forked process:
+prompt, eval, inference mode):
 
-* time / frame: best of `--repeats` (5) forwards after one warm-up, divided by the frame count;
-* peak memory: how far the process's peak resident set (`resource.getrusage(...).ru_maxrss`) rose above its resident
-  set just before the forwards, i.e. the activations and temporaries of one forward (the weights and inputs are
-  already resident);
+* time / frame: per model, one forked process holds the model at every frame count and times one forward of each
+  per round, in alternating rounds (`--rounds`, 5, after one warm-up; benchmarks/_timing.py), wall and CPU time
+  divided by the frame count: medians with min-max, and "vs 64 frames" as the median (min-max) of the per-round
+  ratios to the same model's time per frame at 64 frames;
+* peak memory: in a forked process of its own per cell, how far the process's peak resident set
+  (`resource.getrusage(...).ru_maxrss`) rose above its resident set just before a warm-up and one forward, i.e. the
+  activations and temporaries of one forward (the weights and inputs are already resident);
 * FLOPs: `torch.utils.flop_counter.FlopCounterMode` over one forward of the same model built on the meta device,
   with eager attention so that attention counts as the matmuls it is.
 
 Then a 1024-frame clip streamed one chunk per `encode_media_chunk` call: the CPU time of early and late calls
-(best of 16 calls each) and the FLOPs of the second and the last call (each new chunk should cost about the same),
+(median and min-max of 16 calls each) and the FLOPs of the second and the last call (each new chunk should cost about the same),
 and the peak memory growth. Then the paper's sizes: FLOPs of the combiner on one chunk of the "mirasol-3b" preset,
 transformer against TTM, and of the whole per-chunk media encoding (video encoder + audio encoder + combiner), also on
 the meta device.
@@ -37,9 +40,11 @@ import argparse
 import multiprocessing
 import os
 import resource
+import statistics
 import time
 
 import torch
+from _timing import Timings, compare, format_ratio, load_average, median_range, ratios
 from torch.utils.flop_counter import FlopCounterMode
 
 from mirasol_hf import MirasolConfig, MirasolForConditionalGeneration
@@ -108,33 +113,40 @@ def _resident_bytes() -> int:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def measure(model_name: str, frames: int, repeats: int, threads: int) -> dict:
-    """Time, peak memory growth and FLOPs of one forward (run in a fresh forked process)."""
+def time_frame_counts(model_name: str, rounds: int, threads: int) -> dict[int, Timings]:
+    """{frames: wall and CPU seconds of one forward per round}, the frame counts alternating (a fresh forked process)."""
+    torch.set_num_threads(threads)
+    forwards = {}
+    for frames in FRAME_COUNTS:
+        config = small_config(model_name, frames)
+        torch.manual_seed(0)
+        model = MirasolForConditionalGeneration(config).eval()
+        forwards[frames] = lambda model=model, inputs=_inputs(config): model(**inputs)
+    with torch.inference_mode():
+        return compare(forwards, rounds=rounds)
+
+
+def measure_memory(model_name: str, frames: int, threads: int) -> dict:
+    """Peak memory growth over a warm-up and one forward, and FLOPs (a fresh forked process).
+
+    Measured from before the warm-up: after it, glibc keeps the pages the same forward touches again resident.
+    """
     torch.set_num_threads(threads)
     config = small_config(model_name, frames)
     torch.manual_seed(0)
     model = MirasolForConditionalGeneration(config).eval()
     inputs = _inputs(config)
     resident_before = _resident_bytes()
-    times = []
     with torch.inference_mode():
         model(**inputs)  # warm-up
-        for _ in range(repeats):
-            start = time.perf_counter()
-            model(**inputs)
-            times.append(time.perf_counter() - start)
+        model(**inputs)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
-    return {
-        "seconds": min(times),
-        "peak_bytes": peak - resident_before,
-        "flops": model_flops(config),
-        "chunks": config.num_chunks,
-    }
+    return {"peak_bytes": peak - resident_before, "flops": model_flops(config), "chunks": config.num_chunks}
 
 
 def measure_streaming(model_name: str, frames: int, window: int, threads: int) -> dict:
-    """Streams a clip one chunk per `encode_media_chunk` call: CPU time of early and late calls (best of `window`
-    each), FLOPs of the second and the last call, and the peak memory."""
+    """Streams a clip one chunk per `encode_media_chunk` call: CPU time of early and late calls (`window` of each),
+    FLOPs of the second and the last call, and the peak memory."""
     torch.set_num_threads(threads)
     config = small_config(model_name, frames)
     config._attn_implementation = "eager"  # so that the counter sees the attention to the cached chunks
@@ -157,16 +169,15 @@ def measure_streaming(model_name: str, frames: int, window: int, threads: int) -
                     _, state = model.encode_media_chunk(**call, state=state)
                 counted[chunk] = counter.get_total_flops()
                 continue
-            # CPU time of this process, and the best of a window below, as for the forwards: other processes on the
-            # machine slow some calls, never speed one up.
+            # CPU time of this process: it moves much less with other processes' load than wall time.
             start = time.process_time()
             _, state = model.encode_media_chunk(**call, state=state)
             times[chunk] = time.process_time() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     timed = sorted(times)  # chunk indices; the very first call also warms up, so it is left out
     return {
-        "first": min(times[chunk] for chunk in timed[1 : window + 1]),
-        "last": min(times[chunk] for chunk in timed[-window:]),
+        "first": [times[chunk] for chunk in timed[1 : window + 1]],
+        "last": [times[chunk] for chunk in timed[-window:]],
         "first_flops": counted[1],
         "last_flops": counted[config.num_chunks - 1],
         "peak_bytes": peak - resident_before,
@@ -238,56 +249,69 @@ def in_fresh_process(function, *args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--repeats", type=int, default=5, help="forwards timed per cell (best is kept)")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds of forwards per model")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     args = parser.parse_args()
 
-    results = {}
-    for model_name in MODELS:
-        for frames in FRAME_COUNTS:
-            results[model_name, frames] = in_fresh_process(measure, model_name, frames, args.repeats, args.threads)
+    print(f"load average at start: {load_average()}")
+    timings = {model_name: in_fresh_process(time_frame_counts, model_name, args.rounds, args.threads)
+               for model_name in MODELS}
+    print(f"timed: {load_average()}")
+    memory = {(model_name, frames): in_fresh_process(measure_memory, model_name, frames, args.threads)
+              for model_name in MODELS for frames in FRAME_COUNTS}
 
-    print(f"Small config (tiny preset at width 64, 32x32 frames, batch 1, {args.threads} thread(s), best of "
-          f"{args.repeats}); time/frame relative to the same model at 64 frames")
-    header = (
-        f"| {'frames':>6} | {'model':<11} | {'chunks':>6} | {'time/frame (ms)':>15} | {'vs 64 frames':>12} | "
-        f"{'peak memory (MiB)':>17} | {'GFLOPs':>9} | {'MFLOPs/frame':>12} |"
-    )
-    print(header)
-    print("|" + "|".join("-" * (len(cell)) for cell in header.split("|")[1:-1]) + "|")
+    low = LINEAR_FRAMES[0]
+
+    def per_frame_ratios(model_name, frames, kind):
+        """Per-round ratios of time per frame at `frames` to that at `low` frames."""
+        return [ratio * low / frames for ratio in ratios(timings[model_name], frames, low, kind)]
+
+    def per_frame_ms(values, frames):
+        median, smallest, largest = median_range([value / frames * 1e3 for value in values])
+        return f"{median:.3f} ({smallest:.3f}-{largest:.3f})"
+
+    print(f"Small config (tiny preset at width 64, 32x32 frames, batch 1, {args.threads} thread(s)); times: medians "
+          f"(min-max) of {args.rounds} alternating rounds; vs {low} frames: medians (min-max) of per-round ratios of "
+          f"time/frame to the same model's at {low} frames")
+    print("| frames | model | chunks | wall ms/frame | CPU ms/frame | wall vs 64 frames | CPU vs 64 frames | "
+          "peak memory (MiB) | GFLOPs | MFLOPs/frame |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for frames in FRAME_COUNTS:
         for model_name in MODELS:
-            cell = results[model_name, frames]
-            per_frame = cell["seconds"] / frames
-            low = LINEAR_FRAMES[0]
-            reference = results[model_name, low]["seconds"] / low
+            timing, cell = timings[model_name][frames], memory[model_name, frames]
             print(
-                f"| {frames:>6} | {model_name:<11} | {cell['chunks']:>6} | {per_frame * 1e3:>15.3f} | "
-                f"{per_frame / reference:>11.2f}x | {cell['peak_bytes'] / 2**20:>17.1f} | "
-                f"{cell['flops'] / 1e9:>9.2f} | {cell['flops'] / frames / 1e6:>12.1f} |"
+                f"| {frames} | {model_name} | {cell['chunks']} | {per_frame_ms(timing.wall, frames)} | "
+                f"{per_frame_ms(timing.cpu, frames)} | {format_ratio(per_frame_ratios(model_name, frames, 'wall'))} | "
+                f"{format_ratio(per_frame_ratios(model_name, frames, 'cpu'))} | {cell['peak_bytes'] / 2**20:.1f} | "
+                f"{cell['flops'] / 1e9:.2f} | {cell['flops'] / frames / 1e6:.1f} |"
             )
 
     print()
-    low, high = LINEAR_FRAMES
+    high = LINEAR_FRAMES[1]
     for model_name in MODELS:
-        ratio = (results[model_name, high]["seconds"] / high) / (results[model_name, low]["seconds"] / low)
-        flop_ratio = (results[model_name, high]["flops"] / high) / (results[model_name, low]["flops"] / low)
-        verdict = "linear" if ratio <= LINEAR_TOLERANCE else "superlinear"
-        print(f"{model_name:<11} time/frame at {high} vs {low} frames: {ratio:.2f}x (FLOPs/frame {flop_ratio:.2f}x) "
-              f"-> {verdict} (target for the chunked models: <= {LINEAR_TOLERANCE}x)")
+        cpu_ratio = statistics.median(per_frame_ratios(model_name, high, "cpu"))
+        flop_ratio = (memory[model_name, high]["flops"] / high) / (memory[model_name, low]["flops"] / low)
+        verdict = "linear" if cpu_ratio <= LINEAR_TOLERANCE else "superlinear"
+        print(f"{model_name:<11} time/frame at {high} vs {low} frames: CPU "
+              f"{format_ratio(per_frame_ratios(model_name, high, 'cpu'))}, wall "
+              f"{format_ratio(per_frame_ratios(model_name, high, 'wall'))} (FLOPs/frame {flop_ratio:.2f}x) -> "
+              f"{verdict} (target for the chunked models: <= {LINEAR_TOLERANCE}x)")
 
     frames = max(FRAME_COUNTS)
     print()
     for model_name in ("transformer", "ttm"):
         stream = in_fresh_process(measure_streaming, model_name, frames, STREAM_WINDOW, args.threads)
+        (early, early_low, early_high), (late, late_low, late_high) = (
+            median_range([seconds * 1e3 for seconds in stream[part]]) for part in ("first", "last")
+        )
         print(
-            f"{model_name:<11} streamed, {frames} frames, one chunk per encode_media_chunk call: "
-            f"CPU time {stream['first'] * 1e3:.1f} ms/chunk early, {stream['last'] * 1e3:.1f} ms/chunk late "
-            f"({stream['last'] / stream['first']:.2f}x); FLOPs {stream['first_flops'] / 1e6:.1f} M for chunk 2, "
+            f"{model_name:<11} streamed, {frames} frames, one chunk per encode_media_chunk call: CPU time "
+            f"{early:.1f} ({early_low:.1f}-{early_high:.1f}) ms/chunk early, {late:.1f} ({late_low:.1f}-{late_high:.1f}) "
+            f"ms/chunk late ({late / early:.2f}x); FLOPs {stream['first_flops'] / 1e6:.1f} M for chunk 2, "
             f"{stream['last_flops'] / 1e6:.1f} M for chunk {stream['chunks']} "
             f"({stream['last_flops'] / stream['first_flops']:.2f}x); peak memory {stream['peak_bytes'] / 2**20:.1f} MiB"
         )
-    print(f"(early / late: best of the {STREAM_WINDOW} calls after the first / before the last)")
+    print(f"(early / late: median (min-max) of the {STREAM_WINDOW} calls after the first / before the last)")
 
     paper = in_fresh_process(paper_size_flops)
     transformer, ttm = paper["transformer"], paper["ttm"]
@@ -301,6 +325,7 @@ def main():
     saving = 1 - ttm["combiner"] / transformer["combiner"]
     print(f"  target: ttm combiner >= {TTM_FLOP_SAVING_TARGET:.0%} fewer FLOPs -> "
           f"{'met' if saving >= TTM_FLOP_SAVING_TARGET else 'NOT met'}")
+    print(f"\nload average at end: {load_average()}")
 
 
 if __name__ == "__main__":

@@ -323,7 +323,8 @@ def part_groups(args) -> None:
         middle = 512 if 512 in frame_counts else high
         print(
             f"media_group_chunks={group}: RSS growth {high}/{low} frames {median(high, 0) / median(low, 0):.2f}x; "
-            f"time/frame {middle}/{low} {median(middle, 1) / median(low, 1):.2f}x"
+            f"time/frame {middle}/{low} {median(middle, 1) / median(low, 1):.2f}x wall, "
+            f"{median(middle, 2) / median(low, 2):.2f}x CPU"
         )
 
 

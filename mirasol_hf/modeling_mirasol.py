@@ -396,7 +396,7 @@ class MirasolModel(MirasolPreTrainedModel):
         video_chunk_mask = _check_chunk_mask("video_chunk_mask", video_chunk_mask, batch, num_chunks, self.device)
         audio_chunk_mask = _check_chunk_mask("audio_chunk_mask", audio_chunk_mask, batch, num_chunks, self.device)
         group = self.config.media_group_chunks or num_chunks
-        combined, masks = [], []
+        combined, masks = None, []
         for start in range(0, num_chunks, group):
             stop = min(start + group, num_chunks)
             frames = features = None
@@ -412,11 +412,13 @@ class MirasolModel(MirasolPreTrainedModel):
             group_combined, state = self.combiner.combine_streaming(
                 video_tokens, audio_tokens, group_video_mask, group_audio_mask, state
             )  # (B, g, m, d_c)
-            # A copy, not a view: a combiner's output may be a slice of its whole token sequence, which a view held
-            # here would keep alive for every group.
-            combined.append(group_combined.contiguous())
+            # Each group is copied into one output allocated once: a view would keep the combiner's whole token
+            # sequence alive, and a small copy per group, allocated between groups' temporaries, fragments the heap.
+            if combined is None:
+                combined = group_combined.new_empty(batch, num_chunks, *group_combined.shape[2:])  # (B, T, m, d_c)
+            combined[:, start:stop] = group_combined
             masks.append(group_video_mask | group_audio_mask)
-        return torch.cat(combined, dim=1), state, torch.cat(masks, dim=1)
+        return combined, state, torch.cat(masks, dim=1)
 
     def encode_media(
         self,
