@@ -1,11 +1,12 @@
 """Reading 128 frames + the audio track: mirasol_hf.media.read_media against transformers' PyAV loader.
 
 Writes its own clips (H.264 + AAC in mp4) to a temporary directory, checks that both readers return identical
-frames, and prints the best-of-N wall time of each (rounds interleaved) and its CPU time over all threads. The
-reference is transformers.video_utils.load_video(..., backend="pyav") for the frames plus the usual second PyAV pass
-for the audio (transformers' load_audio needs torchcodec for mp4). Run from the repository root:
+frames (and the audio's correlation), then times every reader in alternating rounds (benchmarks/_timing.py): medians
+of per-round time ratios against the reference with min-max, wall and CPU time over all threads, the load average.
+The reference is transformers.video_utils.load_video(..., backend="pyav") for the frames plus the usual second PyAV
+pass for the audio (transformers' load_audio needs torchcodec for mp4). Run from the repository root:
 
-    python benchmarks/media_read.py
+    python benchmarks/media_read.py [--rounds 7] [--seconds 120 15]
 
 `--memory` measures instead what reading 128 frames + audio costs as the clip grows: peak RSS above the process's
 RSS after its imports, wall and CPU time, each read in a fresh process, for clips of `--memory-seconds` with and
@@ -32,6 +33,7 @@ import av
 import numpy as np
 from transformers.video_utils import load_video
 
+from _timing import compare, load_average, print_table
 from mirasol_hf.media import DEFAULT_MAX_THREADS, read_media
 
 
@@ -204,7 +206,7 @@ def memory_table(lengths: list[float], rounds: int, memory_path: str):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5, help="runs per reader; the best is reported")
+    parser.add_argument("--rounds", type=int, default=7, help="alternating rounds of all readers (after a warm-up)")
     parser.add_argument("--seconds", type=float, nargs="+", default=[120.0, 15.0], help="clip lengths to test")
     parser.add_argument("--memory", action="store_true", help="peak RSS and time vs clip length instead")
     parser.add_argument("--memory-seconds", type=float, nargs="+", default=[120.0, 1800.0, 3600.0])
@@ -217,8 +219,9 @@ def main():
     if args.memory:
         return memory_table(args.memory_seconds, args.memory_rounds, args.memory_path)
 
+    reference_name = "transformers load_video(pyav) + audio pass"
     readers = {
-        "transformers load_video(pyav) + audio pass": lambda path: reference(path),
+        reference_name: reference,
         "read_media exact": lambda path: read_media(path, NUM_FRAMES),
         "read_media exact, num_threads=1": lambda path: read_media(path, NUM_FRAMES, num_threads=1),
         f"read_media exact, {PROCESSOR_SIZE}x{PROCESSOR_SIZE}": lambda path: read_media(
@@ -226,45 +229,27 @@ def main():
         ),
         "read_media nearest_keyframe": lambda path: read_media(path, NUM_FRAMES, frame_sampling="nearest_keyframe"),
     }
-    rows, load_averages = [], [os.getloadavg()[0]]
+    threads = min(os.cpu_count() or 1, DEFAULT_MAX_THREADS)
+    print(f"read_media's default num_threads={threads}, {NUM_FRAMES} frames + audio a read; at start: {load_average()}")
     with tempfile.TemporaryDirectory() as directory:
         for seconds in args.seconds:
             path = Path(directory) / f"clip_{seconds:g}s.mp4"
             start = time.perf_counter()
             write_clip(path, seconds)
-            print(f"wrote {path.name} ({path.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - start:.1f} s")
-            results, timings, cpu_times = {}, {name: [] for name in readers}, {name: [] for name in readers}
-            # Interleaved rounds, so that a busy machine slows every reader alike.
-            for _ in range(args.repeats):
-                for name, reader in readers.items():
-                    start, cpu_start = time.perf_counter(), time.process_time()
-                    results[name] = reader(path)
-                    timings[name].append(time.perf_counter() - start)
-                    cpu_times[name].append(time.process_time() - cpu_start)  # all threads of the process
-            reference_frames, reference_audio = results["transformers load_video(pyav) + audio pass"]
-            exact = results["read_media exact"]
+            print(f"\nwrote {path.name} ({path.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - start:.1f} s")
+            reference_frames, reference_audio = reference(path)
+            exact = read_media(path, NUM_FRAMES)
             identical = np.array_equal(exact.frames, reference_frames)
             length = min(len(exact.waveform), len(reference_audio))
             # Not sample-equal: FFmpeg's stereo-to-mono downmix sums at -3 dB, read_media averages the channels.
             correlation = float(np.corrcoef(exact.waveform[:length], reference_audio[:length])[0, 1])
-            baseline = min(timings["transformers load_video(pyav) + audio pass"])
-            for name in readers:
-                best = min(timings[name])
-                rows.append((f"{seconds:g} s", name, best, baseline / best, min(cpu_times[name])))
-            print(f"  frames identical to load_video: {identical}; audio correlation: {correlation:.6f}")
+            print(f"frames identical to load_video: {identical}; audio correlation: {correlation:.6f}")
             if not identical:
                 raise SystemExit("frames differ from the reference")
-
-    load_averages.append(os.getloadavg()[0])
-    threads = min(os.cpu_count() or 1, DEFAULT_MAX_THREADS)
-    print(
-        f"\n{os.cpu_count()} CPUs, read_media's default num_threads={threads}, "
-        f"load average (1 min) at start and end: {load_averages[0]:.1f}, {load_averages[1]:.1f}"
-    )
-    print(f"\n| clip | reader ({NUM_FRAMES} frames + audio) | wall, best of {args.repeats} (s) | speed-up | CPU (s) |")
-    print("|---|---|---|---|---|")
-    for clip, name, best, speedup, cpu in rows:
-        print(f"| {clip} | {name} | {best:.3f} | {speedup:.2f}x | {cpu:.3f} |")
+            calls = {name: (lambda reader=reader, path=path: reader(path)) for name, reader in readers.items()}
+            results = compare(calls, rounds=args.rounds)
+            print(f"{seconds:g} s clip, s per read:")
+            print_table(results, baseline=reference_name)
 
 
 if __name__ == "__main__":
