@@ -92,6 +92,8 @@ def main():
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--stage", default="finetune", choices=TRAINING_STAGES,
                         help="which weights the training step trains (pretrain: the text decoder frozen, as the paper)")
+    parser.add_argument("--checkpointing", action="store_true",
+                        help="activation checkpointing in the training step (what long clips or large presets need)")
     parser.add_argument("--media-only", action="store_true",
                         help="decoding and the cache only, no model (for presets too large to train here)")
     args = parser.parse_args()
@@ -135,6 +137,8 @@ def main():
     if not args.media_only:
         # lr 0: every measurement times the same weights
         apply_training_stage(model, args.stage)
+        if args.checkpointing:
+            model.activation_checkpointing_enable()
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.0)
         grouped_batch = next(iter(loader(cache, args.batch_clips)))
         measurements.update({
