@@ -278,6 +278,9 @@ def main(argv=None):
     trainer.save_model()
     trainer.save_state()
     trainer.log_metrics("train", result.metrics)
+    # Every process leaves the process group together: exiting with gloo's threads still running can abort a process
+    # ("terminate called without an active exception") after the work is done.
+    trainer.accelerator.end_training()
 
 
 if __name__ == "__main__":
