@@ -154,13 +154,12 @@ class VideoQuestionAnsweringPipeline(Pipeline):
     def _forward(self, model_inputs, generate_kwargs=None):
         # The user's settings (from this call and from pipeline()), over the pipeline's defaults.
         generate_kwargs = self._prepare_generate_kwargs(dict(generate_kwargs or {}))
-        encoded = self.model.encode_media(**model_inputs["media"])  # once per video
-        owner = model_inputs["owner"]
+        # Each video is encoded once; `media_index` points every question at its video's encoding.
         generated = self.model.generate(
             input_ids=model_inputs["input_ids"],
             attention_mask=model_inputs["attention_mask"],
-            media_latents=encoded.media_latents[owner],
-            media_chunk_mask=encoded.media_chunk_mask[owner],
+            media_index=model_inputs["owner"],
+            **model_inputs["media"],
             **generate_kwargs,
         )
         return {"generated": generated, "input_ids": model_inputs["input_ids"], "unreadable": model_inputs["unreadable"]}
