@@ -1,7 +1,8 @@
 """Where training time goes on MSRVTT-QA-shaped data (many questions per clip): decoding, the cache, the step.
 
     python benchmarks/data_pipeline.py [--preset tiny] [--clips 8] [--questions-per-clip 24] [--batch-clips 2]
-        [--workers 2] [--rounds 3] [--threads 2] [--video-size 128] [--seconds 4]
+        [--workers 2] [--rounds 3] [--threads 2] [--video-size 128] [--seconds 4] [--stage finetune]
+        [--checkpointing] [--dtype float32] [--count-flops [--gpu-tflops 400]] [--skip-pipeline] [--media-only]
 
 Writes `--clips` synthetic mp4 clips (`--video-size` square, `--seconds` long, with audio) and an MSRVTT-QA
 annotation file with `--questions-per-clip` questions per clip, builds a cache with `mirasol_hf.preprocess`, and times
@@ -14,12 +15,21 @@ in one process, alternating the measurements round after round (median, min-max 
   (`media_index`: one decode and one encoding per clip) and one row per question (a decode and an encoding per
   question), over the same questions.
 
-Wall and CPU seconds (this process and its finished DataLoader workers) are printed, with the load average.
+Wall and CPU seconds (this process and its DataLoader workers) are printed, with the load average and the peak
+resident memory. DataLoader workers start from a forkserver started before the model is built (`--worker-start`): a
+worker forked from the training process shares the model's pages copy-on-write, and every page the optimizer then
+writes (weights, AdamW states) is copied while the worker lives. At a large preset,
+`--dtype bfloat16` (weights, gradients and AdamW states in bf16) halves the training state, `--checkpointing`
+recomputes activations, `--skip-pipeline` leaves out the two decode + step measurements, and `--count-flops` counts
+one step's operations and prints what a GPU sustaining `--gpu-tflops` would step, and how many CPU cores of decoding
+or cache reading it would take to keep up.
 `--media-only` measures decoding and the cache alone (no model is built), e.g. at a large preset's media size.
 """
 
 import argparse
 import json
+import multiprocessing
+import multiprocessing.forkserver
 import os
 import resource
 import shutil
@@ -30,6 +40,7 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
+from torch.utils.flop_counter import FlopCounterMode
 
 from mirasol_hf import MirasolConfig, MirasolForConditionalGeneration, MirasolProcessor, build_tokenizer
 from mirasol_hf.data import group_by_clip, load_msrvtt_qa
@@ -39,8 +50,35 @@ from mirasol_hf.training import TRAINING_STAGES, MirasolDataCollator, apply_trai
 
 
 def _cpu_seconds() -> float:
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+    """CPU seconds of this process (all its threads)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    return own.ru_utime + own.ru_stime
+
+
+class _WorkerTimedCollator:
+    """The collator, also returning (worker id, the worker's CPU seconds so far) when it runs in a DataLoader worker.
+
+    Workers are children of the forkserver (not of this process) unless started by fork, so `RUSAGE_CHILDREN` would
+    miss them; a worker's CPU clock starts at zero when it is forked, and its last report is what it spent.
+    """
+
+    def __init__(self, collator):
+        self.collator = collator
+
+    def __call__(self, rows):
+        batch = self.collator(rows)
+        info = torch.utils.data.get_worker_info()
+        return batch, (None if info is None else (info.id, time.process_time()))
+
+
+def _batches(loader, worker_cpu: list):
+    """The loader's batches; adds its workers' CPU seconds to `worker_cpu` once it is exhausted."""
+    last = {}
+    for batch, report in loader:
+        if report is not None:
+            last[report[0]] = report[1]
+        yield batch
+    worker_cpu.append(sum(last.values()))
 
 
 def _write_data(root: Path, clips: int, questions_per_clip: int, size: int, seconds: float) -> tuple[Path, Path]:
@@ -94,10 +132,31 @@ def main():
                         help="which weights the training step trains (pretrain: the text decoder frozen, as the paper)")
     parser.add_argument("--checkpointing", action="store_true",
                         help="activation checkpointing in the training step (what long clips or large presets need)")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+                        help="the model's weights, gradients and AdamW states (bfloat16: pure bf16, for a large "
+                             "preset whose fp32 training state does not fit in memory; the step's compute is that of "
+                             "bf16 mixed precision, not its fp32 master weights)")
+    parser.add_argument("--count-flops", action="store_true",
+                        help="also count the floating-point operations of one training step (torch's "
+                             "FlopCounterMode: matmuls and attention, recomputation under checkpointing included) and "
+                             "print the clips/s a GPU sustaining --gpu-tflops would step")
+    parser.add_argument("--gpu-tflops", type=float, default=400.0,
+                        help="sustained TFLOP/s for that estimate (default 400: about 40%% of an H100/H200's "
+                             "989 dense bf16 TFLOP/s)")
+    parser.add_argument("--skip-pipeline", action="store_true",
+                        help="leave out the two decode + step measurements (grouped by clip vs one row per "
+                             "question), which cost many training steps at a large preset")
     parser.add_argument("--media-only", action="store_true",
                         help="decoding and the cache only, no model (for presets too large to train here)")
+    parser.add_argument("--worker-start", default="forkserver", choices=("forkserver", "fork", "spawn"),
+                        help="how DataLoader workers start (forkserver: from a server started before the model "
+                             "exists, so workers do not share the model's pages copy-on-write while the optimizer "
+                             "writes them: with fork, a large model's memory doubles)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.worker_start == "forkserver":
+        multiprocessing.set_forkserver_preload(["torch", "mirasol_hf", "mirasol_hf.training", "datasets"])
+        multiprocessing.forkserver.ensure_running()
 
     root = Path(tempfile.mkdtemp(prefix="mirasol_data_pipeline_"))
     annotation, videos = _write_data(root, args.clips, args.questions_per_clip, args.video_size, args.seconds)
@@ -107,18 +166,19 @@ def main():
                                             build_model=not args.media_only)
     preprocess(rows, processor, root / "cache", num_proc=args.workers)
     cache = load_cache(root / "cache")
-    collator = MirasolDataCollator(processor)
+    collator = _WorkerTimedCollator(MirasolDataCollator(processor))
+    worker_cpu: list[float] = []
     questions = len(rows)
     batch_questions = args.batch_clips * args.questions_per_clip
 
     def loader(dataset, batch_size):
-        return DataLoader(dataset, batch_size=batch_size, collate_fn=collator, num_workers=args.workers)
+        return DataLoader(dataset, batch_size=batch_size, collate_fn=collator, num_workers=args.workers,
+                          multiprocessing_context=args.worker_start if args.workers else None)
 
     def read_all(dataset):
-        for _ in loader(dataset, args.batch_clips):
+        for _ in _batches(loader(dataset, args.batch_clips), worker_cpu):
             pass
         return len(dataset)
-
 
     def steps():
         for _ in range(2):
@@ -126,7 +186,7 @@ def main():
         return 2 * args.batch_clips
 
     def pipeline(dataset, batch_size):
-        for batch in loader(dataset, batch_size):
+        for batch in _batches(loader(dataset, batch_size), worker_cpu):
             _train_step(model, optimizer, batch)
         return questions
 
@@ -136,32 +196,41 @@ def main():
     }
     if not args.media_only:
         # lr 0: every measurement times the same weights
+        model.to(getattr(torch, args.dtype))
         apply_training_stage(model, args.stage)
         if args.checkpointing:
             model.activation_checkpointing_enable()
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.0)
-        grouped_batch = next(iter(loader(cache, args.batch_clips)))
+        grouped_batch = next(iter(loader(cache, args.batch_clips)))[0]
         measurements.update({
             f"training step, {args.preset}, {args.stage} "
             f"({args.batch_clips} clips x {args.questions_per_clip} questions)":
                 ("clips", steps),
-            "decode + step, grouped by clip": ("questions", lambda: pipeline(clips, args.batch_clips)),
-            "decode + step, one row per question": ("questions", lambda: pipeline(rows, batch_questions)),
         })
+        if not args.skip_pipeline:
+            measurements.update({
+                "decode + step, grouped by clip": ("questions", lambda: pipeline(clips, args.batch_clips)),
+                "decode + step, one row per question": ("questions", lambda: pipeline(rows, batch_questions)),
+            })
         _train_step(model, optimizer, grouped_batch)  # warm-up
+        if args.count_flops:
+            with FlopCounterMode(display=False) as counter:
+                _train_step(model, optimizer, grouped_batch)
+            step_flops = counter.get_total_flops() / args.batch_clips
     results = {name: [] for name in measurements}
     for round_index in range(args.rounds):
         names = list(measurements) if round_index % 2 == 0 else list(reversed(measurements))
         for name in names:
             unit, run = measurements[name]
+            worker_cpu.clear()
             wall, cpu = time.perf_counter(), _cpu_seconds()
             count = run()
-            wall, cpu = time.perf_counter() - wall, _cpu_seconds() - cpu
+            wall, cpu = time.perf_counter() - wall, _cpu_seconds() - cpu + sum(worker_cpu)
             results[name].append((count / wall, cpu, wall, count / cpu))
 
     print(f"{args.clips} clips of {args.seconds:g} s at {args.video_size}x{args.video_size}, "
           f"{args.questions_per_clip} questions each ({questions}); preset {args.preset} "
-          f"({processor.num_frames} frames at {processor.image_size}); {args.threads} threads; "
+          f"({processor.num_frames} frames at {processor.image_size}); {args.threads} threads; {args.dtype}; "
           f"median (min-max) of {args.rounds} alternating rounds; load average {os.getloadavg()[0]:.1f}")
     print(f"| {'measurement':<68} | {'per wall second':>28} | {'per CPU second':>14} | {'wall s':>6} | {'CPU s':>6} |")
     print(f"|{'-' * 70}|{'-' * 29}:|{'-' * 15}:|{'-' * 7}:|{'-' * 7}:|")
@@ -171,20 +240,30 @@ def main():
         rates = [rate for rate, _, _, _ in samples]
         medians[name] = statistics.median(rates)
         cpu_medians[name] = statistics.median(cpu_rate for _, _, _, cpu_rate in samples)
-        rate = f"{medians[name]:.1f} ({min(rates):.1f}-{max(rates):.1f}) {unit}/s"
+        rate = f"{medians[name]:.3g} ({min(rates):.3g}-{max(rates):.3g}) {unit}/s"
         wall = statistics.median(w for _, _, w, _ in samples)
         cpu = statistics.median(c for _, c, _, _ in samples)
-        print(f"| {name:<68} | {rate:>28} | {cpu_medians[name]:>14.1f} | {wall:>6.2f} | {cpu:>6.2f} |")
+        print(f"| {name:<68} | {rate:>28} | {cpu_medians[name]:>14.3g} | {wall:>6.2f} | {cpu:>6.2f} |")
     for label, values in (("wall", medians), ("CPU", cpu_medians)):
         if args.media_only:
             decode, cached = values.values()
             print(f"per {label} second: the cache {cached / decode:.1f}x decoding")
             continue
-        decode, cached, step, grouped, per_question = values.values()
+        decode, cached, step, *pipelines = values.values()
         slowest = min((decode, "decoding on the fly"), (cached, "reading the cache"), (step, "the training step"))
-        print(f"per {label} second: bottleneck {slowest[1]}; decoding {decode / step:.1f}x and the cache "
-              f"{cached / step:.1f}x the step's clips; the cache {cached / decode:.1f}x decoding; grouped by clip "
-              f"{grouped / per_question:.2f}x the questions of one row per question")
+        grouping = "" if not pipelines else (
+            f"; grouped by clip {pipelines[0] / pipelines[1]:.2f}x the questions of one row per question")
+        print(f"per {label} second: bottleneck {slowest[1]}; decoding {decode / step:.3g}x and the cache "
+              f"{cached / step:.3g}x the step's clips; the cache {cached / decode:.2g}x decoding{grouping}")
+    if not args.media_only and args.count_flops:
+        gpu_clips = args.gpu_tflops * 1e12 / step_flops
+        decode_per_core = cpu_medians[next(iter(measurements))]
+        cache_per_core = cpu_medians[list(measurements)[1]]
+        print(f"one training step: {step_flops / 1e12:.2f} TFLOP per clip; at {args.gpu_tflops:g} TFLOP/s a GPU steps "
+              f"{gpu_clips:.1f} clips/s, which takes {gpu_clips / decode_per_core:.1f} CPU cores decoding on the fly "
+              f"or {gpu_clips / cache_per_core:.1f} reading the cache (at this run's clips per CPU second)")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    print(f"peak resident memory of this process: {peak:.1f} GiB")
     shutil.rmtree(root)
 
 
