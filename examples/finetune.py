@@ -135,6 +135,14 @@ def parse_arguments(argv=None) -> tuple[FinetuneArguments, TrainingArguments]:
     check_launch()
     parser = HfArgumentParser((FinetuneArguments, TrainingArguments))
     deepspeed = deepspeed_launch()
+    launch_precision = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+    if deepspeed and launch_precision in ("bf16", "fp16"):
+        if not torch.accelerator.is_available():
+            # Trainer allows bf16 on CPUs only with --use-cpu, which turns DeepSpeed off.
+            raise SystemExit(f"DeepSpeed on CPUs trains in fp32: give accelerate launch --mixed_precision no (the "
+                             f"launch asked for {launch_precision})")
+        # DeepSpeed's config takes the launch's precision and Trainer refuses to train unless its own flag agrees.
+        parser.set_defaults(**{launch_precision: True})
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.accelerator.is_available():
         if deepspeed:
             # Several processes with no GPU under DeepSpeed: DeepSpeed's CPU accelerator joins the process group

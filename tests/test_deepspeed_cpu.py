@@ -1,8 +1,8 @@
-"""DeepSpeed ZeRO-2 and ZeRO-3 for real on CPU: examples/finetune.py under `accelerate launch` with the project's configs
-(examples/accelerate/deepspeed_zero{2,3}.yaml), 2 processes on gloo, on an MSRVTT-QA-format cache. Each run is checked
-against one process training on the same clips with the same batch (2 clips a step): the loss and gradient-norm
-curves are equal, the saved folder is an ordinary model folder holding the same weights, and each process holds what
-its stage shards. ZeRO-3 also resumes from a checkpoint with the loss of not stopping."""
+"""DeepSpeed ZeRO-2 and ZeRO-3 for real on CPU: examples/finetune.py under `accelerate launch` with the project's
+configs (examples/accelerate/deepspeed_zero{2,3}.yaml), 2 processes on gloo, on an MSRVTT-QA-format cache. Each run is
+checked against one process training on the same clips in one batch of the same size (ZeRO-2 also accumulates 2
+micro-batches): the loss and gradient-norm curves are equal, the saved folder is an ordinary model folder holding the
+same weights, and each process holds what its stage shards. ZeRO-3 also resumes with the loss of not stopping."""
 
 import json
 import re
@@ -23,7 +23,6 @@ from test_training_at_scale import _free_port, _losses
 
 
 NUM_VIDEOS, QUESTIONS_PER_VIDEO = 4, 3
-# The same 3 steps of 2 clips for every run: the sharded runs give each of 2 processes 1 clip a step.
 COMMON = [
     "--preset", "tiny", "--vocab-size", "200", "--max-steps", "3", "--logging-steps", "1", "--report-to", "none",
     "--disable-tqdm", "true", "--seed", "0", "--dataloader-num-workers", "1",
@@ -51,18 +50,17 @@ def cache(tmp_path_factory):
     return root / "cache"
 
 
-@pytest.fixture(scope="module")
-def single_process(cache, tmp_path_factory):
-    """The reference: one process, 2 clips a step; its output folder."""
-    output = tmp_path_factory.mktemp("single")
+def _train_in_one_process(output: Path, cache: Path, clips_per_step: int) -> Path:
+    """The reference: one process, `clips_per_step` clips a step in one batch; its output folder."""
     load_example("finetune").main(COMMON + ["--cache", str(cache), "--output-dir", str(output),
-                                            "--per-device-train-batch-size", "2", "--use-cpu"])
+                                            "--per-device-train-batch-size", str(clips_per_step), "--use-cpu"])
     return output
 
 
 def _launch_deepspeed(tmp_path, stage: int, arguments: list[str]) -> dict[int, tuple[int, int, int]]:
     """examples/finetune.py under `accelerate launch` with deepspeed_zero{stage}.yaml, 2 CPU processes, 1 clip each
-    a step; what each process reports holding: {rank: (parameter values held, of all, optimizer state's values)}."""
+    a micro-batch; what each process reports holding: {rank: (parameter values held, of all, optimizer state's
+    values)}."""
     accelerate = Path(sys.executable).with_name("accelerate")
     launcher = [str(accelerate), "launch"] if accelerate.exists() else [sys.executable, "-m", "accelerate.commands.launch"]
     command = launcher + [
@@ -111,23 +109,25 @@ def _assert_trains_as_one_process(sharded: Path, single: Path) -> None:
         torch.testing.assert_close(trained[name], value, rtol=1e-5, atol=1e-6, msg=name)
 
 
-def test_zero2_on_two_cpu_processes_trains_as_one_process_and_shards_the_optimizer(
-    deepspeed_on_cpu, cache, single_process, tmp_path
+def test_zero2_on_two_cpu_processes_with_accumulation_trains_as_one_process_and_shards_the_optimizer(
+    deepspeed_on_cpu, cache, tmp_path
 ):
+    # 2 processes x 2 accumulated micro-batches of 1 clip: one batch of 4 clips.
     sharded = tmp_path / "zero2"
     held = _launch_deepspeed(tmp_path, 2, ["--cache", str(cache), "--output-dir", str(sharded),
-                                           "--save-strategy", "no"])
+                                           "--gradient-accumulation-steps", "2", "--save-strategy", "no"])
     total = held[0][1]
     for own, _, optimized in held.values():
         assert own == total  # every process holds all the weights
         assert 0.45 * total < optimized < 0.55 * total  # and Adam's state for its half of them
     assert held[0][2] + held[1][2] >= total
-    _assert_trains_as_one_process(sharded, single_process)
+    _assert_trains_as_one_process(sharded, _train_in_one_process(tmp_path / "single", cache, 4))
 
 
 def test_zero3_on_two_cpu_processes_shards_the_weights_trains_as_one_process_and_resumes(
-    deepspeed_on_cpu, cache, single_process, tmp_path
+    deepspeed_on_cpu, cache, tmp_path
 ):
+    # 2 processes x 1 clip: one batch of 2 clips.
     sharded = tmp_path / "zero3"
     held = _launch_deepspeed(tmp_path, 3, ["--cache", str(cache), "--output-dir", str(sharded), "--save-steps", "2"])
     total = held[0][1]
@@ -135,7 +135,7 @@ def test_zero3_on_two_cpu_processes_shards_the_weights_trains_as_one_process_and
         assert 0.45 * total < own < 0.55 * total  # each process holds about half of every weight
         assert 0.45 * total < optimized < 0.55 * total
     assert held[0][0] + held[1][0] >= total
-    _assert_trains_as_one_process(sharded, single_process)
+    _assert_trains_as_one_process(sharded, _train_in_one_process(tmp_path / "single", cache, 2))
     # A checkpoint is a model folder too (DeepSpeed's shards beside it, for resuming).
     assert (sharded / "checkpoint-2" / "model.safetensors").exists()
     assert list((sharded / "checkpoint-2").glob("global_step2/*optim_states.pt"))
@@ -163,3 +163,36 @@ def test_a_deepspeed_launch_without_deepspeed_installed_is_refused(monkeypatch, 
     monkeypatch.setattr(finetune, "is_deepspeed_available", lambda: False)
     with pytest.raises(SystemExit, match="asks for DeepSpeed, which is not installed: pip install deepspeed"):
         finetune.parse_arguments(["--preset", "tiny", "--cache", str(tmp_path), "--output-dir", str(tmp_path)])
+
+
+def test_a_deepspeed_launch_in_bf16_without_gpus_is_refused(monkeypatch, tmp_path):
+    # Trainer allows bf16 on CPUs only with --use-cpu, which turns DeepSpeed off.
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+    monkeypatch.setattr(torch.accelerator, "is_available", lambda: False)
+    with pytest.raises(SystemExit, match="DeepSpeed on CPUs trains in fp32: give accelerate launch --mixed_precision no"):
+        load_example("finetune").parse_arguments(
+            ["--preset", "tiny", "--cache", str(tmp_path), "--output-dir", str(tmp_path)]
+        )
+
+
+def test_a_deepspeed_launch_in_bf16_trains_in_bf16(monkeypatch, tmp_path):
+    # DeepSpeed's config takes the launch's precision (`mixed_precision: bf16`, as in the GPU configs), and Trainer
+    # refuses to train unless its own flag agrees: the launch's precision is the script's default.
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+    monkeypatch.setattr(torch.accelerator, "is_available", lambda: True)
+    import transformers.training_args
+
+    monkeypatch.setattr(transformers.training_args, "is_torch_bf16_gpu_available", lambda: True)  # as on a GPU
+    _, training = load_example("finetune").parse_arguments(
+        ["--preset", "tiny", "--cache", str(tmp_path), "--output-dir", str(tmp_path)]
+    )
+    assert training.bf16 and not training.fp16
+    # Trainer's check of DeepSpeed's config against its arguments finds nothing to refuse.
+    pytest.importorskip("deepspeed", reason="DeepSpeed is not installed (the `test` extra installs it)")
+    from transformers.integrations.deepspeed import HfTrainerDeepSpeedConfig
+
+    checked = HfTrainerDeepSpeedConfig(training.deepspeed_plugin.deepspeed_config)
+    checked.trainer_config_process(training)
+    assert checked.is_true("bf16.enabled") and checked.mismatches == []
