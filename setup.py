@@ -31,9 +31,12 @@ setup(
     ],
     # pillow: transformers' "any-to-any" pipeline requires it (tests/test_pipeline.py runs that pipeline).
     # app: the Gradio demo (mirasol_hf/app.py); the test extra adds selenium to drive it in Debian's chromium.
+    # deepspeed: examples/accelerate/deepspeed_zero*.yaml (tested with 0.19.8, on CPU; its sdist builds in about 20 s,
+    # compiling nothing: its ops are compiled at first use, and on CPU that is one, which needs g++).
     extras_require={
         "app": ["gradio>=6,<7", "pillow"],
-        "test": ["pytest", "pytest-timeout", "pillow", "gradio>=6,<7", "selenium>=4.11"],
+        "deepspeed": ["deepspeed>=0.19"],
+        "test": ["pytest", "pytest-timeout", "pillow", "gradio>=6,<7", "selenium>=4.11", "deepspeed>=0.19"],
     },
     entry_points={"console_scripts": ["mirasol-hf=mirasol_hf.cli:main"]},
 )

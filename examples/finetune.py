@@ -11,6 +11,7 @@ checkpoint (`--model`). Every TrainingArguments flag works (`--learning-rate`, `
 
     accelerate launch --multi_gpu --num_processes 2 examples/finetune.py ...   # DDP (CPU too)
     accelerate launch --config_file examples/accelerate/fsdp.yaml examples/finetune.py ...   # FSDP2 (CPU too)
+    accelerate launch --config_file examples/accelerate/deepspeed_zero3.yaml examples/finetune.py ...   # (CPU too)
 
 A batch is `--per-device-train-batch-size` clips, each with all its questions (`--questions-per-clip N`: N of them,
 drawn each step): every clip is decoded and encoded once per step. `--no-group-by-clip` makes it that many questions,
@@ -21,6 +22,7 @@ import os
 from dataclasses import dataclass, field
 
 import torch
+from accelerate.utils import is_deepspeed_available
 from transformers import AutoTokenizer, HfArgumentParser, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
@@ -108,12 +110,16 @@ class FinetuneArguments:
     lora_dropout: float = DEFAULT_LORA_DROPOUT
 
 
+def deepspeed_launch() -> bool:
+    """Whether `accelerate launch` was given a DeepSpeed config (`distributed_type: DEEPSPEED`)."""
+    return os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+
+
 def check_launch() -> None:
     """Refuses a launch that would silently train otherwise than asked.
 
     `accelerate launch --num_processes N` without `--multi_gpu` (or a multi-process config) on a machine without
-    GPUs runs one process with MASTER_PORT set for the N it was asked for, and says nothing; a DeepSpeed config on a
-    machine without GPUs becomes DDP.
+    GPUs runs one process with MASTER_PORT set for the N it was asked for, and says nothing.
     """
     launched_by_accelerate = "ACCELERATE_DYNAMO_BACKEND" in os.environ
     if launched_by_accelerate and "MASTER_PORT" in os.environ and "WORLD_SIZE" not in os.environ:
@@ -121,20 +127,37 @@ def check_launch() -> None:
             "accelerate launch was asked for several processes but started one (its single-process launcher): add "
             "--multi_gpu (DDP; works on CPU too) or --config_file examples/accelerate/fsdp.yaml (FSDP)"
         )
-    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true" and not torch.accelerator.is_available():
-        # Accelerate would quietly train with DDP instead.
-        raise SystemExit("DeepSpeed needs GPUs and none is available: use examples/accelerate/fsdp.yaml on CPUs")
+    if deepspeed_launch() and not is_deepspeed_available():
+        raise SystemExit("the launch config asks for DeepSpeed, which is not installed: pip install deepspeed")
 
 
 def parse_arguments(argv=None) -> tuple[FinetuneArguments, TrainingArguments]:
     check_launch()
     parser = HfArgumentParser((FinetuneArguments, TrainingArguments))
+    deepspeed = deepspeed_launch()
+    launch_precision = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+    if deepspeed and launch_precision in ("bf16", "fp16"):
+        if not torch.accelerator.is_available():
+            # Trainer allows bf16 on CPUs only with --use-cpu, which turns DeepSpeed off.
+            raise SystemExit(f"DeepSpeed on CPUs trains in fp32: give accelerate launch --mixed_precision no (the "
+                             f"launch asked for {launch_precision})")
+        # DeepSpeed's config takes the launch's precision and Trainer refuses to train unless its own flag agrees.
+        parser.set_defaults(**{launch_precision: True})
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.accelerator.is_available():
-        # Launched as several processes with no GPU: Trainer joins the process group only when told to use the CPU;
-        # otherwise every process would train a model of its own. Accelerate then turns FSDP off on CPU processes;
-        # MirasolTrainer turns it back on (FSDP2 with gloo) when the launch asked for it.
-        parser.set_defaults(use_cpu=True)
+        if deepspeed:
+            # Several processes with no GPU under DeepSpeed: DeepSpeed's CPU accelerator joins the process group
+            # with gloo when told the backend (else Accelerate sees no backend and counts one process).
+            parser.set_defaults(ddp_backend="gloo")
+        else:
+            # Trainer joins the process group only when told to use the CPU; otherwise every process would train
+            # a model of its own. Accelerate then turns FSDP off on CPU processes; MirasolTrainer turns it back on
+            # (FSDP2 with gloo) when the launch asked for it.
+            parser.set_defaults(use_cpu=True)
     script, training = parser.parse_args_into_dataclasses(args=argv)
+    if deepspeed and training.use_cpu:
+        # Accelerate would quietly train CPU processes with DDP instead.
+        parser.error("--use-cpu turns DeepSpeed off (Accelerate then trains with DDP): drop it, DeepSpeed runs on "
+                     "CPUs without it")
     if script.questions_per_clip is not None and not script.group_by_clip:
         parser.error("--questions-per-clip needs grouping by clip (drop --no-group-by-clip)")
     if (script.preset is None) == (script.model is None):
@@ -275,6 +298,18 @@ def main(argv=None):
         held = sum(p.to_local().numel() if hasattr(p, "to_local") else p.numel() for p in parameters)
         print(f"FSDP process {training_args.process_index}: holds {held:,} of {sum(p.numel() for p in parameters):,} "
               "parameter values")
+    elif trainer.is_deepspeed_enabled:
+        # ZeRO-3 partitions each parameter: a process holds `ds_tensor` (its part, padded) of `ds_numel` values. Both
+        # stages partition the optimizer: DeepSpeed's ZeRO optimizer steps Trainer's own (AdamW) on this process's
+        # flat part of the fp32 weights only, so that is what its state (Adam's moments) covers.
+        parameters = list(trainer.model_wrapped.parameters())
+        held = sum(p.ds_tensor.numel() if hasattr(p, "ds_tensor") else p.numel() for p in parameters)
+        total = sum(getattr(p, "ds_numel", p.numel()) for p in parameters)
+        moments = trainer.model_wrapped.optimizer.optimizer.state.values()
+        optimized = sum(state["exp_avg"].numel() for state in moments if "exp_avg" in state)
+        stage = trainer.accelerator.state.deepspeed_plugin.zero_stage
+        print(f"DeepSpeed ZeRO-{stage} process {training_args.process_index}: holds {held:,} of {total:,} parameter "
+              f"values and optimizer state for {optimized:,}")
     trainer.save_model()
     trainer.save_state()
     trainer.log_metrics("train", result.metrics)

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from conftest import REPO, load_example
 from dataset_fixtures import write_msrvtt_qa
@@ -161,13 +160,3 @@ def test_a_launch_that_asked_for_two_processes_and_started_one_is_refused(monkey
     with pytest.raises(SystemExit, match="started one"):
         finetune.parse_arguments(["--preset", "tiny", "--cache", str(tmp_path), "--output-dir", str(tmp_path)])
 
-
-def test_a_deepspeed_launch_without_gpus_is_refused(monkeypatch, tmp_path):
-    # `accelerate launch --config_file examples/accelerate/deepspeed_zero2.yaml` sets this; Accelerate would train
-    # CPU processes with DDP instead.
-    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
-    monkeypatch.setattr(torch.accelerator, "is_available", lambda: False)
-    with pytest.raises(SystemExit, match="DeepSpeed needs GPUs"):
-        load_example("finetune").parse_arguments(
-            ["--preset", "tiny", "--cache", str(tmp_path), "--output-dir", str(tmp_path)]
-        )
