@@ -1,7 +1,7 @@
 """Where training time goes on MSRVTT-QA-shaped data (many questions per clip): decoding, the cache, the step.
 
     python benchmarks/data_pipeline.py [--preset tiny] [--clips 8] [--questions-per-clip 24] [--batch-clips 2]
-        [--workers 2] [--rounds 3] [--threads 2] [--video-size 128] [--seconds 4] [--stage finetune]
+        [--workers 2] [--rounds 3] [--threads 2] [--video-size 128] [--seconds 4] [--fps 8] [--stage finetune]
         [--checkpointing] [--dtype float32] [--count-flops [--gpu-tflops 400]] [--skip-pipeline] [--media-only]
 
 Writes `--clips` synthetic mp4 clips (`--video-size` square, `--seconds` long, with audio) and an MSRVTT-QA
@@ -81,12 +81,13 @@ def _batches(loader, worker_cpu: list):
     worker_cpu.append(sum(last.values()))
 
 
-def _write_data(root: Path, clips: int, questions_per_clip: int, size: int, seconds: float) -> tuple[Path, Path]:
+def _write_data(root: Path, clips: int, questions_per_clip: int, size: int, seconds: float,
+                fps: float = 8.0) -> tuple[Path, Path]:
     videos = root / "videos"
     videos.mkdir(parents=True)
     records = []
     for index in range(clips):
-        clip = generate_clip((0, index), duration=seconds, fps=8.0, size=size)
+        clip = generate_clip((0, index), duration=seconds, fps=fps, size=size)
         write_mp4(clip, videos / f"video{index}.mp4")
         # MSRVTT-QA asks ~24 questions per video; the synthetic clip has fewer, so they repeat with numbered words.
         for number in range(questions_per_clip):
@@ -128,6 +129,8 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--video-size", type=int, default=128)
     parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--fps", type=float, default=8.0,
+                        help="frame rate of the clips written (camera footage: 25-30)")
     parser.add_argument("--stage", default="finetune", choices=TRAINING_STAGES,
                         help="which weights the training step trains (pretrain: the text decoder frozen, as the paper)")
     parser.add_argument("--checkpointing", action="store_true",
@@ -159,7 +162,8 @@ def main():
         multiprocessing.forkserver.ensure_running()
 
     root = Path(tempfile.mkdtemp(prefix="mirasol_data_pipeline_"))
-    annotation, videos = _write_data(root, args.clips, args.questions_per_clip, args.video_size, args.seconds)
+    annotation, videos = _write_data(root, args.clips, args.questions_per_clip, args.video_size, args.seconds,
+                                     args.fps)
     rows = load_msrvtt_qa(annotation, videos)
     clips = group_by_clip(rows)
     model, processor = _model_and_processor(args.preset, list(rows["question"]) + list(rows["answer"]),
@@ -228,7 +232,7 @@ def main():
             wall, cpu = time.perf_counter() - wall, _cpu_seconds() - cpu + sum(worker_cpu)
             results[name].append((count / wall, cpu, wall, count / cpu))
 
-    print(f"{args.clips} clips of {args.seconds:g} s at {args.video_size}x{args.video_size}, "
+    print(f"{args.clips} clips of {args.seconds:g} s at {args.video_size}x{args.video_size}, {args.fps:g} fps, "
           f"{args.questions_per_clip} questions each ({questions}); preset {args.preset} "
           f"({processor.num_frames} frames at {processor.image_size}); {args.threads} threads; {args.dtype}; "
           f"median (min-max) of {args.rounds} alternating rounds; load average {os.getloadavg()[0]:.1f}")
