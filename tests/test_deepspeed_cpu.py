@@ -19,7 +19,7 @@ from conftest import REPO, load_example
 from dataset_fixtures import write_msrvtt_qa
 from mirasol_hf import MirasolForConditionalGeneration, MirasolProcessor
 from mirasol_hf.cli import main as cli_main
-from test_training_at_scale import _free_port, _losses
+from test_training_at_scale import _free_port, _losses, _saved_names
 
 
 NUM_VIDEOS, QUESTIONS_PER_VIDEO = 4, 3
@@ -98,6 +98,9 @@ def _assert_trains_as_one_process(sharded: Path, single: Path) -> None:
     for step in (1, 2, 3):
         assert sharded_norms[step] == pytest.approx(single_norms[step], rel=1e-5), step
 
+    # The same tensors are written: a state dict gathered from the shards holds a copy of the tied LM head, which
+    # save_pretrained (that knows ties by shared storage) would write as a tensor of its own.
+    assert _saved_names(sharded) == _saved_names(single)
     config = json.loads((sharded / "config.json").read_text())
     assert config["auto_map"]["AutoModelForMultimodalLM"] == "modeling_mirasol.MirasolForConditionalGeneration"
     MirasolProcessor.from_pretrained(sharded)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from safetensors import safe_open
 
 from conftest import REPO, load_example
 from dataset_fixtures import write_msrvtt_qa
@@ -29,6 +30,12 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def _saved_names(folder: Path) -> set[str]:
+    """The names of the tensors in a saved model folder's model.safetensors."""
+    with safe_open(folder / "model.safetensors", "pt") as weights:
+        return set(weights.keys())
 
 
 def _launch_fsdp(tmp_path, arguments: list[str]) -> str:
@@ -126,7 +133,10 @@ def test_fsdp_on_two_cpu_processes_shards_matches_one_process_resumes_and_evalua
                                      "--resume-from-checkpoint", str(sharded / "checkpoint-2")])
     assert _losses(resumed)[3] == pytest.approx(sharded_losses[3], rel=1e-5)
 
-    # The checkpoint is an ordinary model folder under the model's own class, and it evaluates.
+    # The checkpoint is an ordinary model folder under the model's own class, and it evaluates. It holds the tensors
+    # of the single-process save: the state dict gathered from the shards holds a copy of the tied LM head, which
+    # save_pretrained (that knows ties by shared storage) would write as a tensor of its own.
+    assert _saved_names(sharded) == _saved_names(single)
     config = json.loads((sharded / "config.json").read_text())
     assert config["auto_map"]["AutoModelForMultimodalLM"] == "modeling_mirasol.MirasolForConditionalGeneration"
     assert not list(sharded.glob("_fsdp*.py"))
