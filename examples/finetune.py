@@ -18,6 +18,7 @@ drawn each step): every clip is decoded and encoded once per step. `--no-group-b
 each with its own copy of its clip.
 """
 
+import multiprocessing
 import os
 from dataclasses import dataclass, field
 
@@ -160,6 +161,14 @@ def parse_arguments(argv=None) -> tuple[FinetuneArguments, TrainingArguments]:
                      "CPUs without it")
     if script.questions_per_clip is not None and not script.group_by_clip:
         parser.error("--questions-per-clip needs grouping by clip (drop --no-group-by-clip)")
+    if (training.dataloader_num_workers > 0 and training.dataloader_multiprocessing_context is None
+            and not torch.accelerator.is_available() and "forkserver" in multiprocessing.get_all_start_methods()):
+        # Training on CPUs, workers forked from this process would share the weights' and AdamW's pages
+        # copy-on-write, and each page the optimizer writes would then be copied while they live: up to the whole
+        # training state again (benchmarks/worker_memory.py). A forkserver is a fresh process: its workers share none.
+        # It imports what the workers run once, so each worker (again every epoch) starts without importing it.
+        training.dataloader_multiprocessing_context = "forkserver"
+        multiprocessing.set_forkserver_preload(["mirasol_hf.training", "mirasol_hf.preprocess", "datasets"])
     if (script.preset is None) == (script.model is None):
         parser.error("give --preset (a new model) or --model (a checkpoint), not both")
     if script.model is not None and (script.tokenizer is not None or script.vocab_from):

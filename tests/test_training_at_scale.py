@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 from safetensors import safe_open
 
@@ -170,3 +171,19 @@ def test_a_launch_that_asked_for_two_processes_and_started_one_is_refused(monkey
     with pytest.raises(SystemExit, match="started one"):
         finetune.parse_arguments(["--preset", "tiny", "--cache", str(tmp_path), "--output-dir", str(tmp_path)])
 
+
+
+def test_dataloader_workers_on_cpus_start_from_a_forkserver(monkeypatch, tmp_path):
+    # Workers forked from a process training on the CPU keep copies of every page the optimizer writes
+    # (benchmarks/worker_memory.py: about the whole training state again); the user's own choice stands.
+    monkeypatch.setattr(torch.accelerator, "is_available", lambda: False)
+    finetune = load_example("finetune")
+    common = ["--preset", "tiny", "--cache", str(tmp_path), "--output-dir", str(tmp_path)]
+    _, training = finetune.parse_arguments(common + ["--dataloader-num-workers", "2"])
+    assert training.dataloader_multiprocessing_context == "forkserver"
+    _, training = finetune.parse_arguments(common)  # no workers: DataLoader refuses a start method then
+    assert training.dataloader_multiprocessing_context is None
+    _, training = finetune.parse_arguments(
+        common + ["--dataloader-num-workers", "2", "--dataloader-multiprocessing-context", "spawn"]
+    )
+    assert training.dataloader_multiprocessing_context == "spawn"
