@@ -26,6 +26,7 @@ import os
 import select
 import sys
 import time
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -182,6 +183,7 @@ class LiveReader:
             reader = _GrowingFile(Path(source), self.stall_timeout)
         else:
             reader = _Pipe(source, self.name, self.stall_timeout)
+        started = time.monotonic()
         try:
             container = av.open(reader if reader is not None else str(source), format=self.format, options=options)
         except LiveSourceError:
@@ -189,6 +191,8 @@ class LiveReader:
         except (av.FFmpegError, OSError) as error:
             if reader is not None:
                 reader.close()
+            if time.monotonic() - started >= self.stall_timeout:  # FFmpeg's timeout: nothing came (udp, http)
+                error = f"no data for {self.stall_timeout:g} s"
             raise LiveSourceError(f"{self.name}: cannot open as a video stream: {error}") from None
         return container, reader
 
@@ -211,31 +215,61 @@ class LiveReader:
         chunk = _ChunkBuilder(self, convert, has_audio=audio_stream is not None)
         streams = [video_stream] + ([audio_stream] if audio_stream is not None else [])
         failure = None
+        # Seconds waited for each of the latest packets: at a stall FFmpeg gives out the packets in progress (one
+        # per stream) after its timeout, then the error.
+        waits, last_packet = deque(maxlen=len(streams) + 1), time.monotonic()
+
+        def add(stream, frames) -> Iterator[LiveChunk]:
+            for frame in frames:
+                if frame.time is None:
+                    continue
+                if stream.type == "video":
+                    chunk.add_video(frame)
+                else:
+                    chunk.add_audio(frame, resampler)
+                yield from chunk.ready()
+
         try:
             for packet in container.demux(streams):
-                for frame in _decode(packet):
-                    if frame.time is None:
-                        continue
-                    if packet.stream.type == "video":
-                        chunk.add_video(frame)
-                    else:
-                        chunk.add_audio(frame, resampler)
-                    yield from chunk.ready()
+                waits.append(time.monotonic() - last_packet)
+                last_packet = time.monotonic()
+                frames = _decode(packet)
+                yield from add(packet.stream, frames or [])
         except LiveSourceError as error:
             failure = error
         except (av.FFmpegError, OSError) as error:
             reached = chunk.time_reached()
-            failure = LiveSourceError(f"{self.name}: connection lost or stream broken at {reached}: {error}")
+            if max([*waits, time.monotonic() - last_packet]) >= self.stall_timeout:  # FFmpeg's timeout (udp, http)
+                failure = LiveSourceError(f"{self.name}: stalled, no data for {self.stall_timeout:g} s at {reached}")
+            else:
+                failure = LiveSourceError(f"{self.name}: connection lost or stream broken at {reached}: {error}")
+        if failure is not None:
+            # What the decoders still hold (a video decoder keeps a frame back to reorder B-frames): the source sent
+            # it before failing, as the flush packets at the end of a stream that ends give it out.
+            for stream in streams:
+                yield from add(stream, _drain(stream))
         yield from chunk.finish()
         if failure is not None:
             raise failure
 
 
 def _decode(packet):
+    """The packet's frames; None for a damaged packet (its frames are lost, the stream goes on)."""
     try:
         return packet.decode()
     except av.InvalidDataError:
-        return []  # a damaged packet: its frames are lost, the stream goes on
+        return None
+
+
+def _drain(stream) -> list:
+    """The frames `stream`'s decoder holds back, after a source failed."""
+    try:
+        frames = stream.codec_context.decode(None)
+    except av.FFmpegError:
+        return []
+    for frame in frames:
+        frame.time_base = stream.time_base  # as a packet's decode sets it
+    return frames
 
 
 class _ChunkBuilder:
