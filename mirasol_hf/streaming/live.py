@@ -191,9 +191,10 @@ class LiveReader:
         except (av.FFmpegError, OSError) as error:
             if reader is not None:
                 reader.close()
+            reason = error
             if time.monotonic() - started >= self.stall_timeout:  # FFmpeg's timeout: nothing came (udp, http)
-                error = f"no data for {self.stall_timeout:g} s"
-            raise LiveSourceError(f"{self.name}: cannot open as a video stream: {error}") from None
+                reason = f"no data for {self.stall_timeout:g} s"
+            raise LiveSourceError(f"{self.name}: cannot open as a video stream: {reason}") from None
         return container, reader
 
     def __iter__(self) -> Iterator[LiveChunk]:
