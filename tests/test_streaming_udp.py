@@ -1,8 +1,9 @@
 """A live MPEG-TS over UDP on 127.0.0.1, sent as FFmpeg's udp output sends it (datagrams of 7 TS packets, paced),
-read with `LiveReader("udp://127.0.0.1:PORT")`: a clean stream, a sender that stops, a reader waiting for its
-sender, a port nobody sends to. UDP has no end marker: every stream ends by going silent."""
+read with `LiveReader("udp://127.0.0.1:PORT")`: a clean stream, a sender that stops, lost datagrams, a reader
+waiting for its sender, a port nobody sends to. UDP has no end marker: every stream ends by going silent."""
 
 import errno
+import logging
 import socket
 import threading
 import time
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 
 from mirasol_hf.streaming import LiveReader, LiveSourceError
-from test_streaming_live import CHUNK, _check_chunks, _frame_indices, _stream_bytes
+from test_streaming_live import CHUNK, FPS, _check_chunks, _frame_indices, _stream_bytes, _tone_level
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -123,6 +124,37 @@ def test_a_sender_that_stops_ends_the_stream_within_the_stall_timeout(stream_byt
     _check_chunks(chunks[:3], 3)
     assert _frame_indices(chunks[3])[0] == 24
     assert ended_at - sender.finished_at < STALL + 10  # FFmpeg's udp timeout applies: no hang
+
+
+def test_lost_datagrams_are_skipped_counted_and_the_stream_recovers(caplog):
+    seconds = 6.0
+    data = _stream_bytes(seconds, tone_span=(4.0, 4.5))  # 126 datagrams, ~21 a second
+    # every 20th datagram and a burst of 4 (about 1.9 to 2.2 s): audio and video packets lost up to ~2.4 s
+    lost = {10, 30, 50, 40, 41, 42, 43}
+    sender = _UdpSender(_free_port(), data, seconds, drop=lost)
+    with caplog.at_level(logging.WARNING, logger="mirasol_hf.media"):
+        chunks, failure, _, reader = _read_udp(sender)
+    assert sender.paused_for_chunk
+    assert isinstance(failure, LiveSourceError) and "stalled" in str(failure)
+    assert [chunk.index for chunk in chunks] == list(range(12))
+    assert [chunk.start_time for chunk in chunks] == [0.5 * k for k in range(12)]
+    for chunk in chunks:
+        assert chunk.frames.shape == (4, 16, 16, 3) and chunk.frames.dtype == np.uint8
+        assert chunk.waveform.ndim == 1 and chunk.waveform.dtype == np.float32
+    assert np.all(np.diff([chunk.waveform_start_time for chunk in chunks]) > 0)
+    # the loss is said: a warning through the media logger, naming the source; the count on the reader
+    assert any(f"udp://127.0.0.1:{sender.port}" in message and "lost or damaged" in message
+               for message in caplog.messages)
+    assert reader.damaged_packets >= 2
+    # from the first keyframe after the loss (frame 48, 3 s) on, frames and audio are the stream's own: the audio
+    # after lost packets keeps its time (the tone lies in chunk 8 alone), frames show the right indices
+    later = chunks[6:]
+    assert [_frame_indices(chunk) for chunk in later] == [
+        [(8 * k + 2 * j) % 32 for j in range(4)] for k in range(6, 12)
+    ]
+    levels = [_tone_level(chunk) for chunk in later[:-1]]  # the last chunk stops at the video's end
+    assert levels[2] > 0.3 and all(level < 0.01 for index, level in enumerate(levels) if index != 2)
+    assert FPS * chunks[-1].end_time == 96  # all 6 s arrived
 
 
 def test_a_reader_started_before_its_sender_waits_for_it(stream_bytes):

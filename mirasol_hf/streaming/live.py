@@ -36,6 +36,8 @@ import av
 import numpy as np
 
 from ..media import DEFAULT_SAMPLING_RATE, TIME_TOLERANCE, MediaError
+from ..media_audio import AUDIO_JITTER_SECONDS, MAX_AUDIO_GAP_SECONDS
+from ..media_errors import logger
 from ..media_frames import DEFAULT_INTERPOLATION, DEFAULT_MAX_FRAME_PIXELS, _frame_converter
 from ..media_streams import _pick_video_stream
 
@@ -134,6 +136,9 @@ class LiveReader:
             the window), so that a log-mel computed per chunk sees the same samples at its edges as one computed over
             the whole track: at least `(window_length + hop_length) / 2` of the feature extractor (17.5 ms by default).
         format: container format to assume (e.g. "mpegts"), for sources FFmpeg cannot probe.
+
+    `damaged_packets`: packets that arrived damaged or did not decode, and gaps left by lost audio packets, in the
+    current iteration up to its latest chunk (each chunk that adds some logs a warning on the media logger).
     """
 
     def __init__(
@@ -164,6 +169,7 @@ class LiveReader:
             raise ValueError(f"audio_context must be >= 0, got {audio_context}")
         self.audio_context = float(audio_context)
         self.format = format
+        self.damaged_packets = 0
 
     def _open(self):
         """The PyAV container and the file object it reads from (None for URLs)."""
@@ -207,6 +213,7 @@ class LiveReader:
                 reader.close()
 
     def _chunks(self, container) -> Iterator[LiveChunk]:
+        self.damaged_packets = 0
         video_stream = _pick_video_stream(container, self.name)
         audio_stream = container.streams.audio[0] if container.streams.audio else None
         convert = _frame_converter(
@@ -235,6 +242,7 @@ class LiveReader:
                 waits.append(time.monotonic() - last_packet)
                 last_packet = time.monotonic()
                 frames = _decode(packet)
+                chunk.damaged += packet.is_corrupt or frames is None
                 yield from add(packet.stream, frames or [])
         except LiveSourceError as error:
             failure = error
@@ -292,7 +300,10 @@ class _ChunkBuilder:
         self.audio_origin = None  # time of the first resampled audio sample
         self.audio_pieces: list[np.ndarray] = []
         self.audio_start = 0  # index (from audio_origin) of the first sample held
-        self.audio_samples = 0  # samples received so far
+        self.audio_samples = 0  # samples received so far, silence for lost packets included
+        self.audio_next = None  # when the latest audio frame ends: where the next one should start
+        self.damaged = 0  # packets that arrived damaged or did not decode, and gaps where audio packets were lost
+        self.damaged_reported = 0
 
     @property
     def video_time(self) -> float:
@@ -326,6 +337,14 @@ class _ChunkBuilder:
     def add_audio(self, frame, resampler) -> None:
         if self.audio_origin is None:
             self.audio_origin = frame.time
+        # Lost packets (a network source) leave silence in their place, so the audio after them keeps its time.
+        gap = 0.0 if self.audio_next is None else frame.time - self.audio_next
+        if AUDIO_JITTER_SECONDS < gap <= MAX_AUDIO_GAP_SECONDS:
+            silence = round(gap * self.reader.sampling_rate)
+            self.audio_pieces.append(np.zeros(silence, np.float32))
+            self.audio_samples += silence
+            self.damaged += 1
+        self.audio_next = frame.time + frame.samples / frame.sample_rate
         for resampled in resampler.resample(frame):
             samples = resampled.to_ndarray()[0]  # (1, S) -> (S,)
             self.audio_pieces.append(samples)
@@ -378,6 +397,10 @@ class _ChunkBuilder:
             self.audio_pieces = [held[keep:]]
             self.audio_start += keep
         self.index += 1
+        if self.damaged > self.damaged_reported:
+            reached = end - self.origin
+            logger.warning("%s: %d packets lost or damaged up to %.2f s", self.reader.name, self.damaged, reached)
+            self.reader.damaged_packets = self.damaged_reported = self.damaged
         seconds = self.reader.chunk_seconds  # times from the first frame: index * seconds, not (origin + ...) - origin
         return LiveChunk(
             self.index - 1,
