@@ -170,3 +170,23 @@ def test_a_port_nobody_sends_to_is_a_clear_error_within_the_stall_timeout():
     with pytest.raises(LiveSourceError, match=f"udp://127.0.0.1:{port}: .*no data for 1 s"):
         next(iter(LiveReader(f"udp://127.0.0.1:{port}", stall_timeout=STALL, **CHUNK)))
     assert time.monotonic() - started < STALL + 10
+
+
+def test_a_reader_falling_behind_its_sender_is_told_why(stream_bytes):
+    """FFmpeg's udp input holds what arrives in a buffer (`fifo_size` TS packets); a reader that falls behind (a
+    watcher encoding slower than the stream plays) overflows it: a LiveSourceError saying so, after the chunks read."""
+    sender = _UdpSender(_free_port(), stream_bytes, 3.0, pause_at=0)
+    sender.chunk_seen.set()
+    url = f"udp://127.0.0.1:{sender.port}?fifo_size=20"  # 20 TS packets: under 3 datagrams
+    chunks = []
+    sender.start()
+    try:
+        with pytest.raises(LiveSourceError, match=r"connection lost .* falling behind .*fifo_size.*overrun_nonfatal"):
+            for chunk in LiveReader(url, stall_timeout=STALL, **CHUNK):
+                chunks.append(chunk)
+                time.sleep(0.6)  # encoding a chunk of 0.5 s
+    finally:
+        sender.join()
+    # what was read before the overflow is handed out, the chunk in progress as incomplete
+    assert len(chunks) >= 2 and chunks[0].complete and not chunks[-1].complete
+    assert _frame_indices(chunks[0]) == [0, 2, 4, 6]

@@ -48,6 +48,11 @@ DEFAULT_AUDIO_CONTEXT = 0.05
 MICROSECONDS = 1_000_000
 MAX_FPS_DENOMINATOR = 1001
 TEST_STREAM_BIT_RATE = 8_000_000  # near-lossless at small sizes
+# FFmpeg's udp input fails this way, without saying why, when its receive buffer (fifo_size) fills up.
+UDP_OVERRUN_HINT = (
+    " (over UDP, also the reader falling behind the sender: FFmpeg's receive buffer overflowed; a larger buffer"
+    " takes ?fifo_size=PACKETS_OF_188_BYTES in the URL, &overrun_nonfatal=1 drops what does not fit instead)"
+)
 
 
 class LiveSourceError(MediaError):
@@ -251,7 +256,8 @@ class LiveReader:
             if max([*waits, time.monotonic() - last_packet]) >= self.stall_timeout:  # FFmpeg's timeout (udp, http)
                 failure = LiveSourceError(f"{self.name}: stalled, no data for {self.stall_timeout:g} s at {reached}")
             else:
-                failure = LiveSourceError(f"{self.name}: connection lost or stream broken at {reached}: {error}")
+                hint = UDP_OVERRUN_HINT if str(self.source).startswith("udp:") else ""
+                failure = LiveSourceError(f"{self.name}: connection lost or stream broken at {reached}: {error}{hint}")
         if failure is not None:
             # What the decoders still hold (a video decoder keeps a frame back to reorder B-frames): the source sent
             # it before failing, as the flush packets at the end of a stream that ends give it out.
