@@ -18,6 +18,14 @@ How a stream ends, each a defined outcome:
 * a pipe or network source that sends nothing for `stall_timeout` seconds, or a connection that fails: the chunk in
   progress is handed out the same way, then `LiveSourceError` is raised, naming the source and the time reached;
 * a source that cannot be opened: `LiveSourceError` at once; one without a video stream: `MediaError`.
+
+Over UDP (`udp://HOST:PORT`: MPEG-TS in datagrams, as FFmpeg or OBS send a camera) nothing marks the end: a stream
+ends as a stall, `stall_timeout` after its last datagram (FFmpeg's `timeout` option; one given in the URL wins). The
+reader waits `stall_timeout` for the first datagram; those sent before it listens are lost. Lost datagrams: frames
+damaged or missing until the next keyframe, silence where audio was lost (the audio after it keeps its time),
+counted in `damaged_packets` and logged. A reader that falls behind overflows FFmpeg's receive buffer (`fifo_size`
+in the URL, in 188-byte packets, 7 * 4096 by default; `overrun_nonfatal=1` drops what does not fit instead):
+`LiveSourceError`, saying so.
 """
 
 from __future__ import annotations
