@@ -4,7 +4,9 @@ waiting for its sender, a port nobody sends to. UDP has no end marker: every str
 
 import errno
 import logging
+import shutil
 import socket
+import subprocess
 import threading
 import time
 
@@ -190,3 +192,31 @@ def test_a_reader_falling_behind_its_sender_is_told_why(stream_bytes):
     # what was read before the overflow is handed out, the chunk in progress as incomplete
     assert len(chunks) >= 2 and chunks[0].complete and not chunks[-1].complete
     assert _frame_indices(chunks[0]) == [0, 2, 4, 6]
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs the ffmpeg program (Debian: ffmpeg; .ci/run installs it)")
+def test_ffmpeg_itself_as_the_sender(tmp_path, stream_bytes):
+    """The sender of docs/usage.md: FFmpeg's udp output (its own datagrams, 1316 bytes and shorter ones where it
+    flushes; paced by -readrate), the stream copied as it is, so the chunks are those of the bytes read from a file."""
+    source = tmp_path / "camera.ts"
+    source.write_bytes(stream_bytes)
+    port = _free_port()
+    command = ["ffmpeg", "-loglevel", "error", "-nostdin", "-readrate", str(SPEED), "-i", str(source), "-c", "copy",
+               "-f", "mpegts", f"udp://127.0.0.1:{port}?pkt_size=1316"]
+
+    def send():
+        deadline = time.monotonic() + 20
+        while not _port_taken(port) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        subprocess.run(command, check=True, timeout=30)
+
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
+    chunks = []
+    try:
+        with pytest.raises(LiveSourceError, match="stalled"):
+            for chunk in LiveReader(f"udp://127.0.0.1:{port}", stall_timeout=STALL, **CHUNK):
+                chunks.append(chunk)
+    finally:
+        sender.join()
+    _check_chunks(chunks)
