@@ -21,11 +21,11 @@ CHUNK = dict(chunk_seconds=0.5, frames_per_chunk=4, size=16)
 EXPECTED_FRAMES = [[8 * k + 2 * j for j in range(4)] for k in range(6)]
 
 
-def _stream_bytes(seconds: float = SECONDS) -> bytes:
+def _stream_bytes(seconds: float = SECONDS, tone_span: tuple[float, float] = TONE_SPAN) -> bytes:
     count = int(seconds * FPS)
     frames = np.stack([np.full((32, 32, 3), (LEVEL_STEP * i) % 256, np.uint8) for i in range(count)])
     times = np.arange(int(seconds * RATE)) / RATE
-    tone = 0.5 * np.sin(2 * np.pi * 440 * times) * ((times >= TONE_SPAN[0]) & (times < TONE_SPAN[1]))
+    tone = 0.5 * np.sin(2 * np.pi * 440 * times) * ((times >= tone_span[0]) & (times < tone_span[1]))
     output = io.BytesIO()
     write_transport_stream(output, frames, FPS, tone.astype(np.float32), RATE)
     return output.getvalue()

@@ -18,6 +18,14 @@ How a stream ends, each a defined outcome:
 * a pipe or network source that sends nothing for `stall_timeout` seconds, or a connection that fails: the chunk in
   progress is handed out the same way, then `LiveSourceError` is raised, naming the source and the time reached;
 * a source that cannot be opened: `LiveSourceError` at once; one without a video stream: `MediaError`.
+
+Over UDP (`udp://HOST:PORT`: MPEG-TS in datagrams, as FFmpeg or OBS send a camera) nothing marks the end: a stream
+ends as a stall, `stall_timeout` after its last datagram (FFmpeg's `timeout` option; one given in the URL wins). The
+reader waits `stall_timeout` for the first datagram; those sent before it listens are lost. Lost datagrams: frames
+damaged or missing until the next keyframe, silence where audio was lost (the audio after it keeps its time),
+counted in `damaged_packets` and logged. A reader that falls behind overflows FFmpeg's receive buffer (`fifo_size`
+in the URL, in 188-byte packets, 7 * 4096 by default; `overrun_nonfatal=1` drops what does not fit instead):
+`LiveSourceError`, saying so.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ import os
 import select
 import sys
 import time
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -35,6 +44,8 @@ import av
 import numpy as np
 
 from ..media import DEFAULT_SAMPLING_RATE, TIME_TOLERANCE, MediaError
+from ..media_audio import AUDIO_JITTER_SECONDS, MAX_AUDIO_GAP_SECONDS
+from ..media_errors import logger
 from ..media_frames import DEFAULT_INTERPOLATION, DEFAULT_MAX_FRAME_PIXELS, _frame_converter
 from ..media_streams import _pick_video_stream
 
@@ -45,6 +56,11 @@ DEFAULT_AUDIO_CONTEXT = 0.05
 MICROSECONDS = 1_000_000
 MAX_FPS_DENOMINATOR = 1001
 TEST_STREAM_BIT_RATE = 8_000_000  # near-lossless at small sizes
+# FFmpeg's udp input fails this way, without saying why, when its receive buffer (fifo_size) fills up.
+UDP_OVERRUN_HINT = (
+    " (over UDP, also the reader falling behind the sender: FFmpeg's receive buffer overflowed; a larger buffer"
+    " takes ?fifo_size=PACKETS_OF_188_BYTES in the URL, &overrun_nonfatal=1 drops what does not fit instead)"
+)
 
 
 class LiveSourceError(MediaError):
@@ -133,6 +149,9 @@ class LiveReader:
             the window), so that a log-mel computed per chunk sees the same samples at its edges as one computed over
             the whole track: at least `(window_length + hop_length) / 2` of the feature extractor (17.5 ms by default).
         format: container format to assume (e.g. "mpegts"), for sources FFmpeg cannot probe.
+
+    `damaged_packets`: packets that arrived damaged or did not decode, and gaps left by lost audio packets, in the
+    current iteration up to its latest chunk (each chunk that adds some logs a warning on the media logger).
     """
 
     def __init__(
@@ -163,6 +182,7 @@ class LiveReader:
             raise ValueError(f"audio_context must be >= 0, got {audio_context}")
         self.audio_context = float(audio_context)
         self.format = format
+        self.damaged_packets = 0
 
     def _open(self):
         """The PyAV container and the file object it reads from (None for URLs)."""
@@ -182,6 +202,7 @@ class LiveReader:
             reader = _GrowingFile(Path(source), self.stall_timeout)
         else:
             reader = _Pipe(source, self.name, self.stall_timeout)
+        started = time.monotonic()
         try:
             container = av.open(reader if reader is not None else str(source), format=self.format, options=options)
         except LiveSourceError:
@@ -189,7 +210,10 @@ class LiveReader:
         except (av.FFmpegError, OSError) as error:
             if reader is not None:
                 reader.close()
-            raise LiveSourceError(f"{self.name}: cannot open as a video stream: {error}") from None
+            reason = error
+            if time.monotonic() - started >= self.stall_timeout:  # FFmpeg's timeout: nothing came (udp, http)
+                reason = f"no data for {self.stall_timeout:g} s"
+            raise LiveSourceError(f"{self.name}: cannot open as a video stream: {reason}") from None
         return container, reader
 
     def __iter__(self) -> Iterator[LiveChunk]:
@@ -202,6 +226,7 @@ class LiveReader:
                 reader.close()
 
     def _chunks(self, container) -> Iterator[LiveChunk]:
+        self.damaged_packets = 0
         video_stream = _pick_video_stream(container, self.name)
         audio_stream = container.streams.audio[0] if container.streams.audio else None
         convert = _frame_converter(
@@ -211,31 +236,63 @@ class LiveReader:
         chunk = _ChunkBuilder(self, convert, has_audio=audio_stream is not None)
         streams = [video_stream] + ([audio_stream] if audio_stream is not None else [])
         failure = None
+        # Seconds waited for each of the latest packets: at a stall FFmpeg gives out the packets in progress (one
+        # per stream) after its timeout, then the error.
+        waits, last_packet = deque(maxlen=len(streams) + 1), time.monotonic()
+
+        def add(stream, frames) -> Iterator[LiveChunk]:
+            for frame in frames:
+                if frame.time is None:
+                    continue
+                if stream.type == "video":
+                    chunk.add_video(frame)
+                else:
+                    chunk.add_audio(frame, resampler)
+                yield from chunk.ready()
+
         try:
             for packet in container.demux(streams):
-                for frame in _decode(packet):
-                    if frame.time is None:
-                        continue
-                    if packet.stream.type == "video":
-                        chunk.add_video(frame)
-                    else:
-                        chunk.add_audio(frame, resampler)
-                    yield from chunk.ready()
+                waits.append(time.monotonic() - last_packet)
+                last_packet = time.monotonic()
+                frames = _decode(packet)
+                chunk.damaged += packet.is_corrupt or frames is None
+                yield from add(packet.stream, frames or [])
         except LiveSourceError as error:
             failure = error
         except (av.FFmpegError, OSError) as error:
             reached = chunk.time_reached()
-            failure = LiveSourceError(f"{self.name}: connection lost or stream broken at {reached}: {error}")
+            if max([*waits, time.monotonic() - last_packet]) >= self.stall_timeout:  # FFmpeg's timeout (udp, http)
+                failure = LiveSourceError(f"{self.name}: stalled, no data for {self.stall_timeout:g} s at {reached}")
+            else:
+                hint = UDP_OVERRUN_HINT if str(self.source).startswith("udp:") else ""
+                failure = LiveSourceError(f"{self.name}: connection lost or stream broken at {reached}: {error}{hint}")
+        if failure is not None:
+            # What the decoders still hold (a video decoder keeps a frame back to reorder B-frames): the source sent
+            # it before failing, as the flush packets at the end of a stream that ends give it out.
+            for stream in streams:
+                yield from add(stream, _drain(stream))
         yield from chunk.finish()
         if failure is not None:
             raise failure
 
 
 def _decode(packet):
+    """The packet's frames; None for a damaged packet (its frames are lost, the stream goes on)."""
     try:
         return packet.decode()
     except av.InvalidDataError:
-        return []  # a damaged packet: its frames are lost, the stream goes on
+        return None
+
+
+def _drain(stream) -> list:
+    """The frames `stream`'s decoder holds back, after a source failed."""
+    try:
+        frames = stream.codec_context.decode(None)
+    except av.FFmpegError:
+        return []
+    for frame in frames:
+        frame.time_base = stream.time_base  # as a packet's decode sets it
+    return frames
 
 
 class _ChunkBuilder:
@@ -257,7 +314,10 @@ class _ChunkBuilder:
         self.audio_origin = None  # time of the first resampled audio sample
         self.audio_pieces: list[np.ndarray] = []
         self.audio_start = 0  # index (from audio_origin) of the first sample held
-        self.audio_samples = 0  # samples received so far
+        self.audio_samples = 0  # samples received so far, silence for lost packets included
+        self.audio_next = None  # when the latest audio frame ends: where the next one should start
+        self.damaged = 0  # packets that arrived damaged or did not decode, and gaps where audio packets were lost
+        self.damaged_reported = 0
 
     @property
     def video_time(self) -> float:
@@ -291,6 +351,14 @@ class _ChunkBuilder:
     def add_audio(self, frame, resampler) -> None:
         if self.audio_origin is None:
             self.audio_origin = frame.time
+        # Lost packets (a network source) leave silence in their place, so the audio after them keeps its time.
+        gap = 0.0 if self.audio_next is None else frame.time - self.audio_next
+        if AUDIO_JITTER_SECONDS < gap <= MAX_AUDIO_GAP_SECONDS:
+            silence = round(gap * self.reader.sampling_rate)
+            self.audio_pieces.append(np.zeros(silence, np.float32))
+            self.audio_samples += silence
+            self.damaged += 1
+        self.audio_next = frame.time + frame.samples / frame.sample_rate
         for resampled in resampler.resample(frame):
             samples = resampled.to_ndarray()[0]  # (1, S) -> (S,)
             self.audio_pieces.append(samples)
@@ -343,6 +411,10 @@ class _ChunkBuilder:
             self.audio_pieces = [held[keep:]]
             self.audio_start += keep
         self.index += 1
+        if self.damaged > self.damaged_reported:
+            reached = end - self.origin
+            logger.warning("%s: %d packets lost or damaged up to %.2f s", self.reader.name, self.damaged, reached)
+            self.reader.damaged_packets = self.damaged_reported = self.damaged
         seconds = self.reader.chunk_seconds  # times from the first frame: index * seconds, not (origin + ...) - origin
         return LiveChunk(
             self.index - 1,
