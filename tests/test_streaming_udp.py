@@ -60,7 +60,6 @@ class _UdpSender(threading.Thread):
         self.pause_at = int(pause_at * len(self.datagrams))
         self.chunk_seen = threading.Event()
         self.paused_for_chunk = None  # True once the reader handed out a chunk before the sender went on
-        self.finished_at = None
 
     def run(self):
         deadline = time.monotonic() + 20
@@ -77,12 +76,10 @@ class _UdpSender(threading.Thread):
                 time.sleep(max(0.0, start + number * interval - time.monotonic()))
                 if number not in self.drop:
                     sender.sendto(datagram, ("127.0.0.1", self.port))
-        self.finished_at = time.monotonic()
 
 
 def _read_udp(sender: _UdpSender, stall_timeout: float = STALL):
-    """(chunks, the error that ended the stream or None, when it ended, the reader) of `LiveReader` on the sender's
-    port."""
+    """(chunks, the error that ended the stream or None, the reader) of `LiveReader` on the sender's port."""
     chunks, failure = [], None
     reader = LiveReader(f"udp://127.0.0.1:{sender.port}", stall_timeout=stall_timeout, **CHUNK)
     sender.start()
@@ -93,15 +90,14 @@ def _read_udp(sender: _UdpSender, stall_timeout: float = STALL):
     except LiveSourceError as error:
         failure = error
     finally:
-        ended_at = time.monotonic()
         sender.chunk_seen.set()
         sender.join()
-    return chunks, failure, ended_at, reader
+    return chunks, failure, reader
 
 
 def test_a_udp_stream_is_read_as_it_arrives_as_from_a_file(tmp_path, stream_bytes):
     port = _free_port()
-    chunks, failure, _, _ = _read_udp(_UdpSender(port, stream_bytes, 3.0))
+    chunks, failure, _ = _read_udp(_UdpSender(port, stream_bytes, 3.0))
     # UDP has no end marker: the stream ends by going silent, the documented stall
     assert isinstance(failure, LiveSourceError) and f"udp://127.0.0.1:{port}: stalled" in str(failure)
     _check_chunks(chunks)
@@ -116,16 +112,17 @@ def test_a_udp_stream_is_read_as_it_arrives_as_from_a_file(tmp_path, stream_byte
         assert received.waveform_start_time == reference.waveform_start_time
 
 
+# Without FFmpeg's udp timeout the reader would wait for ever: the per-test timeout fails it instead.
+@pytest.mark.timeout(STALL + 20)
 def test_a_sender_that_stops_ends_the_stream_within_the_stall_timeout(stream_bytes):
     sender = _UdpSender(_free_port(), stream_bytes, 3.0, stop_after=40, pause_at=0.3)  # 40 of 63: inside chunk 3
-    chunks, failure, ended_at, _ = _read_udp(sender)
+    chunks, failure, _ = _read_udp(sender)
     assert sender.paused_for_chunk
     # the chunk in progress handed out as incomplete, then the documented LiveSourceError, naming the time reached
     assert isinstance(failure, LiveSourceError) and "stalled, no data for 1 s at 1.8" in str(failure)
     assert [chunk.complete for chunk in chunks] == [True, True, True, False]
     _check_chunks(chunks[:3], 3)
     assert _frame_indices(chunks[3])[0] == 24
-    assert ended_at - sender.finished_at < STALL + 10  # FFmpeg's udp timeout applies: no hang
 
 
 def test_lost_datagrams_are_skipped_counted_and_the_stream_recovers(caplog):
@@ -135,7 +132,7 @@ def test_lost_datagrams_are_skipped_counted_and_the_stream_recovers(caplog):
     lost = {10, 30, 50, 40, 41, 42, 43}
     sender = _UdpSender(_free_port(), data, seconds, drop=lost)
     with caplog.at_level(logging.WARNING, logger="mirasol_hf.media"):
-        chunks, failure, _, reader = _read_udp(sender)
+        chunks, failure, reader = _read_udp(sender)
     assert sender.paused_for_chunk
     assert isinstance(failure, LiveSourceError) and "stalled" in str(failure)
     assert [chunk.index for chunk in chunks] == list(range(12))
@@ -161,17 +158,16 @@ def test_lost_datagrams_are_skipped_counted_and_the_stream_recovers(caplog):
 
 def test_a_reader_started_before_its_sender_waits_for_it(stream_bytes):
     sender = _UdpSender(_free_port(), stream_bytes, 3.0, start_delay=1.0)  # the camera starts 1 s later
-    chunks, failure, _, _ = _read_udp(sender, stall_timeout=2.0)
+    chunks, failure, _ = _read_udp(sender, stall_timeout=2.0)
     assert "stalled" in str(failure)
     _check_chunks(chunks)
 
 
+@pytest.mark.timeout(STALL + 20)  # a hang fails here
 def test_a_port_nobody_sends_to_is_a_clear_error_within_the_stall_timeout():
     port = _free_port()
-    started = time.monotonic()
     with pytest.raises(LiveSourceError, match=f"udp://127.0.0.1:{port}: .*no data for 1 s"):
         next(iter(LiveReader(f"udp://127.0.0.1:{port}", stall_timeout=STALL, **CHUNK)))
-    assert time.monotonic() - started < STALL + 10
 
 
 def test_a_reader_falling_behind_its_sender_is_told_why(stream_bytes):
