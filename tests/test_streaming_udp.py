@@ -78,10 +78,10 @@ class _UdpSender(threading.Thread):
                     sender.sendto(datagram, ("127.0.0.1", self.port))
 
 
-def _read_udp(sender: _UdpSender, stall_timeout: float = STALL):
+def _read_udp(sender: _UdpSender, stall_timeout: float = STALL, query: str = ""):
     """(chunks, the error that ended the stream or None, the reader) of `LiveReader` on the sender's port."""
     chunks, failure = [], None
-    reader = LiveReader(f"udp://127.0.0.1:{sender.port}", stall_timeout=stall_timeout, **CHUNK)
+    reader = LiveReader(f"udp://127.0.0.1:{sender.port}{query}", stall_timeout=stall_timeout, **CHUNK)
     sender.start()
     try:
         for chunk in reader:
@@ -123,6 +123,16 @@ def test_a_sender_that_stops_ends_the_stream_within_the_stall_timeout(stream_byt
     assert [chunk.complete for chunk in chunks] == [True, True, True, False]
     _check_chunks(chunks[:3], 3)
     assert _frame_indices(chunks[3])[0] == 24
+
+
+@pytest.mark.timeout(STALL + 20)
+def test_a_timeout_given_in_the_url_wins_and_the_end_is_still_a_stall(stream_bytes):
+    # FFmpeg's udp option in the URL (microseconds) is what it waits: the end is told as a stall of that length,
+    # not as a broken stream or an overflowing buffer
+    sender = _UdpSender(_free_port(), stream_bytes, 3.0, stop_after=40)
+    chunks, failure, _ = _read_udp(sender, stall_timeout=30.0, query=f"?timeout={int(STALL * 1_000_000)}")
+    assert isinstance(failure, LiveSourceError) and "stalled, no data for 1 s at 1.8" in str(failure)
+    assert [chunk.complete for chunk in chunks] == [True, True, True, False]
 
 
 def test_lost_datagrams_are_skipped_counted_and_the_stream_recovers(caplog):

@@ -39,6 +39,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import av
 import numpy as np
@@ -211,10 +212,26 @@ class LiveReader:
             if reader is not None:
                 reader.close()
             reason = error
-            if time.monotonic() - started >= self.stall_timeout:  # FFmpeg's timeout: nothing came (udp, http)
-                reason = f"no data for {self.stall_timeout:g} s"
+            timeout = self._network_timeout()
+            if timeout is not None and time.monotonic() - started >= timeout:  # FFmpeg's timeout: nothing came
+                reason = f"no data for {timeout:g} s ({error})"
             raise LiveSourceError(f"{self.name}: cannot open as a video stream: {reason}") from None
         return container, reader
+
+    def _network_timeout(self) -> float | None:
+        """Seconds FFmpeg waits for data from a URL source before failing: `stall_timeout`, or a udp/rtp URL's own
+        `?timeout=` (microseconds), which wins; None for files and pipes (their stalls are detected here)."""
+        if not (isinstance(self.source, (str, Path)) and "://" in str(self.source)):
+            return None
+        url = urlsplit(str(self.source))
+        if url.scheme in ("udp", "rtp"):
+            given = parse_qs(url.query).get("timeout")
+            if given:
+                try:
+                    return int(given[-1]) / MICROSECONDS
+                except ValueError:
+                    pass
+        return self.stall_timeout
 
     def __iter__(self) -> Iterator[LiveChunk]:
         container, reader = self._open()
@@ -236,9 +253,10 @@ class LiveReader:
         chunk = _ChunkBuilder(self, convert, has_audio=audio_stream is not None)
         streams = [video_stream] + ([audio_stream] if audio_stream is not None else [])
         failure = None
-        # Seconds waited for each of the latest packets: at a stall FFmpeg gives out the packets in progress (one
-        # per stream) after its timeout, then the error.
-        waits, last_packet = deque(maxlen=len(streams) + 1), time.monotonic()
+        # Seconds the demuxer kept us waiting for each of the latest packets (time spent handing out chunks not
+        # counted): at a stall FFmpeg gives out the packets in progress (one per stream) after its timeout, then the
+        # error (seen over udp: the wait, two packets, the error).
+        waits, timeout = deque(maxlen=len(streams) + 2), self._network_timeout()
 
         def add(stream, frames) -> Iterator[LiveChunk]:
             for frame in frames:
@@ -250,19 +268,23 @@ class LiveReader:
                     chunk.add_audio(frame, resampler)
                 yield from chunk.ready()
 
+        packets = container.demux(streams)
+        asked = time.monotonic()
         try:
-            for packet in container.demux(streams):
-                waits.append(time.monotonic() - last_packet)
-                last_packet = time.monotonic()
+            for packet in packets:
+                waits.append(time.monotonic() - asked)
                 frames = _decode(packet)
                 chunk.damaged += packet.is_corrupt or frames is None
+                if packet.stream.type == "audio" and frames is None:
+                    chunk.audio_packet_lost = True
                 yield from add(packet.stream, frames or [])
+                asked = time.monotonic()
         except LiveSourceError as error:
             failure = error
         except (av.FFmpegError, OSError) as error:
             reached = chunk.time_reached()
-            if max([*waits, time.monotonic() - last_packet]) >= self.stall_timeout:  # FFmpeg's timeout (udp, http)
-                failure = LiveSourceError(f"{self.name}: stalled, no data for {self.stall_timeout:g} s at {reached}")
+            if timeout is not None and max([*waits, time.monotonic() - asked]) >= timeout:  # FFmpeg's timeout
+                failure = LiveSourceError(f"{self.name}: stalled, no data for {timeout:g} s at {reached}")
             else:
                 hint = UDP_OVERRUN_HINT if str(self.source).startswith("udp:") else ""
                 failure = LiveSourceError(f"{self.name}: connection lost or stream broken at {reached}: {error}{hint}")
@@ -317,6 +339,7 @@ class _ChunkBuilder:
         self.audio_samples = 0  # samples received so far, silence for lost packets included
         self.audio_next = None  # when the latest audio frame ends: where the next one should start
         self.damaged = 0  # packets that arrived damaged or did not decode, and gaps where audio packets were lost
+        self.audio_packet_lost = False  # the latest audio packet did not decode (its gap is counted with it)
         self.damaged_reported = 0
 
     @property
@@ -357,7 +380,8 @@ class _ChunkBuilder:
             silence = round(gap * self.reader.sampling_rate)
             self.audio_pieces.append(np.zeros(silence, np.float32))
             self.audio_samples += silence
-            self.damaged += 1
+            self.damaged += not self.audio_packet_lost  # a packet that did not decode is counted already
+        self.audio_packet_lost = False
         self.audio_next = frame.time + frame.samples / frame.sample_rate
         for resampled in resampler.resample(frame):
             samples = resampled.to_ndarray()[0]  # (1, S) -> (S,)
