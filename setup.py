@@ -35,8 +35,8 @@ setup(
     # compiling nothing: its ops are compiled at first use, and on CPU that is one, which needs g++).
     extras_require={
         "app": ["gradio>=6,<7", "pillow"],
-        "deepspeed": ["deepspeed>=0.19"],
-        "test": ["pytest", "pytest-timeout", "pillow", "gradio>=6,<7", "selenium>=4.11", "deepspeed>=0.19"],
+        "deepspeed": ["deepspeed>=0.19,<0.20"],
+        "test": ["pytest", "pytest-timeout", "pillow", "gradio>=6,<7", "selenium>=4.11", "deepspeed>=0.19,<0.20"],
     },
     entry_points={"console_scripts": ["mirasol-hf=mirasol_hf.cli:main"]},
 )

@@ -170,7 +170,8 @@ def main():
                              "bf16 mixed precision, not its fp32 master weights)")
     parser.add_argument("--count-flops", action="store_true",
                         help="also count the floating-point operations of one training step (torch's "
-                             "FlopCounterMode: matmuls and attention, recomputation under checkpointing included) and "
+                             "FlopCounterMode, with eager attention: matmuls and attention, recomputation under "
+                             "checkpointing included) and "
                              "print the clips/s a GPU sustaining --gpu-tflops would step")
     parser.add_argument("--gpu-tflops", type=float, default=400.0,
                         help="sustained TFLOP/s for that estimate (default 400: about 40%% of an H100/H200's "
@@ -183,7 +184,8 @@ def main():
     parser.add_argument("--worker-start", default="forkserver", choices=("forkserver", "fork", "spawn"),
                         help="how DataLoader workers start (forkserver: from a server started before the model "
                              "exists, so workers do not share the model's pages copy-on-write while the optimizer "
-                             "writes them: with fork, a large model's memory doubles)")
+                             "writes them; a worker's CPU seconds include its start-up, about 10 ms from the "
+                             "forkserver, seconds of imports with spawn)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.worker_start == "forkserver":
@@ -247,8 +249,13 @@ def main():
             })
         _train_step(model, optimizer, grouped_batch)  # warm-up
         if args.count_flops:
+            # FlopCounterMode has no formula for the CPU SDPA kernel (it counts its attention as 0): count the step
+            # with eager attention, the same products as matmuls.
+            attention = model.config._attn_implementation
+            model.set_attn_implementation("eager")
             with FlopCounterMode(display=False) as counter:
                 _train_step(model, optimizer, grouped_batch)
+            model.set_attn_implementation(attention)
             step_flops = counter.get_total_flops() / args.batch_clips
     results = {name: [] for name in measurements}
     for round_index in range(args.rounds):

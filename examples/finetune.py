@@ -162,7 +162,8 @@ def parse_arguments(argv=None) -> tuple[FinetuneArguments, TrainingArguments]:
     if script.questions_per_clip is not None and not script.group_by_clip:
         parser.error("--questions-per-clip needs grouping by clip (drop --no-group-by-clip)")
     if (training.dataloader_num_workers > 0 and training.dataloader_multiprocessing_context is None
-            and not torch.accelerator.is_available() and "forkserver" in multiprocessing.get_all_start_methods()):
+            and (training.use_cpu or not torch.accelerator.is_available())
+            and "forkserver" in multiprocessing.get_all_start_methods()):
         # Training on CPUs, workers forked from this process would share the weights' and AdamW's pages
         # copy-on-write, and each page the optimizer writes would then be copied while they live: up to the whole
         # training state again (benchmarks/worker_memory.py). A forkserver is a fresh process: its workers share none.

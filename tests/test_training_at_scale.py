@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 import pytest
+import torch
 from safetensors import safe_open
 
 from conftest import REPO, load_example
@@ -172,7 +172,6 @@ def test_a_launch_that_asked_for_two_processes_and_started_one_is_refused(monkey
         finetune.parse_arguments(["--preset", "tiny", "--cache", str(tmp_path), "--output-dir", str(tmp_path)])
 
 
-
 def test_dataloader_workers_on_cpus_start_from_a_forkserver(monkeypatch, tmp_path):
     # Workers forked from a process training on the CPU keep copies of every page the optimizer writes
     # (benchmarks/worker_memory.py: about the whole training state again); the user's own choice stands.
@@ -187,3 +186,9 @@ def test_dataloader_workers_on_cpus_start_from_a_forkserver(monkeypatch, tmp_pat
         common + ["--dataloader-num-workers", "2", "--dataloader-multiprocessing-context", "spawn"]
     )
     assert training.dataloader_multiprocessing_context == "spawn"
+    # --use-cpu on a machine with a GPU trains on the CPU too
+    monkeypatch.setattr(torch.accelerator, "is_available", lambda: True)
+    _, training = finetune.parse_arguments(common + ["--dataloader-num-workers", "2", "--use-cpu"])
+    assert training.dataloader_multiprocessing_context == "forkserver"
+    _, training = finetune.parse_arguments(common + ["--dataloader-num-workers", "2"])  # on the GPU: fork is fine
+    assert training.dataloader_multiprocessing_context is None
