@@ -185,7 +185,17 @@ class MirasolPreTrainedModel(PreTrainedModel):
     def save_pretrained(self, save_directory, *args, **kwargs):
         """`PreTrainedModel.save_pretrained`, plus what sharing needs: the code files, an `auto_map` entry for
         every Auto class and a `custom_pipelines` entry (so `trust_remote_code=True` works without this package), and
-        a model card."""
+        a model card.
+
+        A `state_dict` gathered from shards (DeepSpeed, FSDP, `accelerator.get_state_dict`) holds a copy of each tied
+        weight, which `PreTrainedModel.save_pretrained` (it recognises ties by shared storage only) would write as a
+        tensor of its own (the 256k x 1024 embedding of the small preset: 1 GB more in fp32): the copies of the
+        model's active ties are left out."""
+        state_dict = kwargs.get("state_dict")
+        if state_dict is not None:
+            tied = {target for target, source in self.all_tied_weights_keys.items()
+                    if target in state_dict and source in state_dict}
+            kwargs["state_dict"] = {name: value for name, value in state_dict.items() if name not in tied}
         self.config.auto_map = {**AUTO_MAP, **(getattr(self.config, "auto_map", None) or {})}
         self.config.custom_pipelines = {**CUSTOM_PIPELINES, **(getattr(self.config, "custom_pipelines", None) or {})}
         super().save_pretrained(save_directory, *args, **kwargs)

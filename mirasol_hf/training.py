@@ -368,16 +368,6 @@ def enable_fsdp_on_cpu(trainer: Trainer) -> None:
     trainer.is_fsdp_enabled = True
 
 
-def without_tied_copies(model, state_dict: dict | None) -> dict | None:
-    """`state_dict` without the targets of the model's active weight ties (`lm_head.weight` when the embedding is
-    tied) where it also holds their source; `None` stays `None` (the model's own state dict shares storage)."""
-    if state_dict is None:
-        return None
-    tied = getattr(model, "all_tied_weights_keys", None) or {}
-    dropped = {target for target, source in tied.items() if target in state_dict and source in state_dict}
-    return {name: value for name, value in state_dict.items() if name not in dropped} if dropped else state_dict
-
-
 class MirasolTrainer(Trainer):
     """`Trainer` that logs each loss component next to the total and applies `augmentation` in training steps.
 
@@ -407,10 +397,6 @@ class MirasolTrainer(Trainer):
         enable_fsdp_on_cpu(self)
 
     def _save(self, output_dir=None, state_dict=None):
-        # A state dict gathered from shards (DeepSpeed, FSDP) holds a copy of each tied weight: save_pretrained
-        # recognises ties by shared storage only, and would write the copy too (the 256k x 1024 embedding of the
-        # small preset: 1 GB more a checkpoint in fp32).
-        state_dict = without_tied_copies(self.accelerator.unwrap_model(self.model), state_dict)
         # FSDP2 swaps the model's class for a subclass it makes (FSDPMirasol...), which save_pretrained would write
         # into the checkpoint's auto_map, copying FSDP's source files beside it: save under the model's own class.
         from torch.distributed.fsdp import FSDPModule

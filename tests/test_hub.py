@@ -78,3 +78,20 @@ def test_push_to_hub_uploads_our_model_card_instead_of_the_generic_one(tiny_chec
     uploaded.clear()
     model._upload_modified_files(tmp_path, "user/repo")
     assert uploaded["card"] == "my own card"
+
+
+def test_a_gathered_state_dict_is_saved_without_a_copy_of_the_tied_lm_head(tmp_path):
+    # `unwrapped.save_pretrained(dir, state_dict=accelerator.get_state_dict(model))`: a gathered state dict holds
+    # clones, so the tie is no longer shared storage and transformers alone would write lm_head.weight too.
+    from safetensors import safe_open
+
+    from mirasol_hf import MirasolConfig, MirasolForConditionalGeneration
+
+    model = MirasolForConditionalGeneration(MirasolConfig.from_preset("tiny"))
+    gathered = {name: value.clone() for name, value in model.state_dict().items()}
+    assert "lm_head.weight" in gathered
+    model.save_pretrained(tmp_path, state_dict=gathered)
+    with safe_open(tmp_path / "model.safetensors", "pt") as weights:
+        assert "lm_head.weight" not in weights.keys()
+    reloaded = MirasolForConditionalGeneration.from_pretrained(tmp_path)
+    assert torch.equal(reloaded.lm_head.weight, model.lm_head.weight)
